@@ -1,0 +1,160 @@
+"""``load_from_checkpoint``: rebuild a module or datamodule from a checkpoint's hyperparameters."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from savepoint.checkpoint import format as fmt
+from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
+from savepoint.hparams import decode
+
+
+def read_checkpoint(path: str | Path, map_location: Any = None, checkpoint_io: Any = None) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder (through `checkpoint_io` if given)."""
+    from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
+    from savepoint.plugins.io.torch_io import TorchCheckpointIO
+
+    path = str(path)
+    if is_sharded_checkpoint(path):
+        raw = load_sharded_as_full(path)
+    else:
+        io = checkpoint_io or TorchCheckpointIO()
+        raw = io.load_checkpoint(path, map_location=map_location)
+    checkpoint = fmt.check_is_checkpoint(raw, path)
+    return fmt.upgrade_checkpoint(checkpoint, path)
+
+
+def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    return params
+
+
+def build_from_hparams(
+    cls: type, checkpoint: Mapping[str, Any], hparams_key: str, name_key: str, path: str, kwargs: dict[str, Any]
+) -> Any:
+    """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
+    hparams = decode(dict(checkpoint.get(hparams_key) or {}))
+    hparams_name = checkpoint.get(name_key)
+    params = _init_parameters(cls)
+    accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if hparams_name and hparams_name in params:
+        # Document 004: the whole hparams object is one argument (a Namespace, usually).
+        merged = {**hparams, **{k: v for k, v in kwargs.items() if k not in params}}
+        as_namespace = params[hparams_name].annotation not in (dict, "dict")
+        init_kwargs = {hparams_name: argparse.Namespace(**merged) if as_namespace else merged}
+        init_kwargs.update({k: v for k, v in kwargs.items() if k in params and k != hparams_name})
+    else:
+        init_kwargs = {**hparams, **kwargs}
+        if not accepts_var_kw:
+            init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
+    missing = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in init_kwargs
+    ]
+    if missing:
+        stored = sorted(hparams)
+        raise TypeError(
+            f"{cls.__name__}.load_from_checkpoint({path!r}): __init__ needs {missing!r}, which the checkpoint "
+            f"does not store (stored hyperparameters: {stored}). Arguments left out by "
+            f"`save_hyperparameters(ignore=...)` or never saved must be passed: "
+            f"`{cls.__name__}.load_from_checkpoint(path, {', '.join(f'{m}=...' for m in missing)})`."
+        )
+    return cls(**init_kwargs)
+
+
+def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}")
+    return data
+
+
+def describe_mismatch(module: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool, path: str) -> None:
+    """Raise `StateMismatchError` listing the first mismatched keys, if the weights do not fit."""
+    own = module.state_dict()
+    shape_errors = [
+        f"{k}: checkpoint {tuple(v.shape)} vs module {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    problems = []
+    if shape_errors:
+        problems.append(f"shape mismatch for {len(shape_errors)} key(s): " + "; ".join(shape_errors[:5]))
+    if strict and missing:
+        problems.append(f"missing keys ({len(missing)}): {missing[:5]}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:5]}")
+    if problems:
+        hint = (
+            "Build the module with the hyperparameters it was trained with"
+            + ("" if not strict or not (missing or unexpected) else ", or pass strict=False to skip absent keys")
+            + "."
+        )
+        raise StateMismatchError(
+            f"the weights in {path!r} do not fit {type(module).__name__}: " + " | ".join(problems) + f". {hint}",
+            path,
+        )
+
+
+def load_module_from_checkpoint(
+    cls: type,
+    checkpoint_path: str | Path,
+    map_location: Any = None,
+    hparams_file: str | Path | None = None,
+    strict: bool = True,
+    **kwargs: Any,
+) -> Any:
+    path = str(checkpoint_path)
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    if hparams_file is not None:
+        checkpoint = dict(checkpoint)
+        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.HPARAMS_NAME] = None
+    model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
+    model.on_load_checkpoint(checkpoint)
+    state_dict = checkpoint[fmt.STATE_DICT]
+    describe_mismatch(model, state_dict, strict, path)
+    try:
+        model.load_state_dict(state_dict, strict=strict)
+    except RuntimeError as err:
+        raise StateMismatchError(f"the weights in {path!r} do not fit {cls.__name__}: {err}", path) from err
+    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+        model.to(map_location)
+    return model
+
+
+def load_datamodule_from_checkpoint(
+    cls: type, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+) -> Any:
+    path = str(checkpoint_path)
+    checkpoint = read_checkpoint(path, map_location="cpu")
+    if hparams_file is not None:
+        checkpoint = dict(checkpoint)
+        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.DATAMODULE_HPARAMS_NAME] = None
+    if fmt.DATAMODULE_HYPER_PARAMETERS not in checkpoint and not kwargs:
+        raise CheckpointError(
+            f"{path!r} stores no datamodule hyperparameters: call `save_hyperparameters()` in "
+            f"{cls.__name__}.__init__, or pass its arguments to load_from_checkpoint.",
+            path,
+        )
+    dm = build_from_hparams(
+        cls, checkpoint, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME, path, kwargs
+    )
+    if fmt.DATAMODULE_STATE in checkpoint:
+        dm.load_state_dict(checkpoint[fmt.DATAMODULE_STATE])
+    return dm

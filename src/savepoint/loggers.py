@@ -1,0 +1,130 @@
+"""Experiment loggers. `CSVLogger` writes ``metrics.csv`` and ``hparams.yaml`` in ``<save_dir>/<name>/version_<N>``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from savepoint.hparams import to_plain
+
+
+class Logger:
+    """Base class of loggers given as ``Trainer(logger=...)``."""
+
+    @property
+    def log_dir(self) -> str | None:
+        return None
+
+    @property
+    def save_dir(self) -> str | None:
+        return None
+
+    @property
+    def version(self) -> int | str | None:
+        return None
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def save(self) -> None: ...
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+class CSVLogger(Logger):
+    """``metrics.csv`` (one row per logging step, a column per metric) and ``hparams.yaml``."""
+
+    NAME_HPARAMS_FILE = "hparams.yaml"
+    NAME_METRICS_FILE = "metrics.csv"
+
+    def __init__(self, save_dir: str | os.PathLike, name: str = "runs", version: int | str | None = None) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name
+        self._version = version
+        self._rows: list[dict[str, Any]] = []
+        self._columns: list[str] = []
+        self._written_rows = 0
+        self._hparams: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = self._next_version()
+        return self._version
+
+    @version.setter
+    def version(self, value: int | str) -> None:
+        self._version = value
+
+    def _next_version(self) -> int:
+        root = Path(self.root_dir)
+        if not root.is_dir():
+            return 0
+        found = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+        return max(found) + 1 if found else 0
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        folder = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.root_dir, folder)
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        self._hparams.update(to_plain(dict(params)))
+        os.makedirs(self.log_dir, exist_ok=True)
+        tmp = os.path.join(self.log_dir, f".{self.NAME_HPARAMS_FILE}.tmp")
+        with open(tmp, "w") as f:
+            yaml.safe_dump(self._hparams, f, sort_keys=False)
+        os.replace(tmp, os.path.join(self.log_dir, self.NAME_HPARAMS_FILE))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        row: dict[str, Any] = {"step": step}
+        row.update({k: float(v) for k, v in metrics.items()})
+        self._rows.append(row)
+
+    def save(self) -> None:
+        if not self._rows:
+            return
+        os.makedirs(self.log_dir, exist_ok=True)
+        path = os.path.join(self.log_dir, self.NAME_METRICS_FILE)
+        new_columns = [k for row in self._rows for k in row if k not in self._columns]
+        if new_columns or not os.path.exists(path):
+            existing: list[dict[str, Any]] = []
+            if os.path.exists(path):
+                with open(path, newline="") as f:
+                    reader = csv.DictReader(f)
+                    existing = list(reader)
+                    for k in reader.fieldnames or []:
+                        if k not in self._columns:
+                            self._columns.append(k)
+            for k in new_columns:
+                if k not in self._columns:
+                    self._columns.append(k)
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self._columns)
+                writer.writeheader()
+                writer.writerows(existing)
+                writer.writerows(self._rows)
+            os.replace(tmp, path)
+        else:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._columns).writerows(self._rows)
+        self._rows = []

@@ -1,0 +1,216 @@
+"""`AsyncCheckpointIO`: training waits only for a memory copy; a background thread writes.
+
+Order of work: ``save_checkpoint`` (caller's thread) waits for the save in flight, if any, then copies
+every tensor into host buffers it keeps between saves (pinned when the source is on CUDA; reused when
+shapes and dtypes match) and deep-copies the rest, so the file is a point-in-time snapshot. The write
+then runs on one background thread with the base plugin. Saves and removals share one FIFO queue, so a
+removal never overtakes the save it depends on, and after a failed save the queued removals are dropped
+(an old checkpoint is never removed for a replacement that does not exist).
+
+Errors: the first failure is kept and raised, with its path, at the next ``save_checkpoint`` or at
+``teardown()`` (the end of ``fit``), whichever comes first, once.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from savepoint.checkpoint.errors import CheckpointWriteError
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
+
+_STOP = object()
+
+
+class _HostBuffers:
+    """Host tensors keyed by their position in the checkpoint, reused while shape and dtype match."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def copy(self, key: tuple[Any, ...], src: torch.Tensor) -> torch.Tensor:
+        buf = self._buffers.get(key)
+        if (
+            buf is None
+            or buf.shape != src.shape
+            or buf.dtype != src.dtype
+            or buf.stride() != src.stride()
+            or buf.layout != src.layout
+        ):
+            if src.layout != torch.strided or not src.is_contiguous() and not src.is_non_overlapping_and_dense():
+                return src.detach().to("cpu", copy=True)
+            pin = src.is_cuda and torch.cuda.is_available()
+            buf = torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu", pin_memory=pin)
+            self._buffers[key] = buf
+        buf.copy_(src.detach(), non_blocking=src.is_cuda)
+        return buf
+
+    def snapshot(self, obj: Any) -> Any:
+        memo: dict[int, torch.Tensor] = {}
+        saw_cuda = [False]
+
+        def walk(value: Any, key: tuple[Any, ...]) -> Any:
+            if isinstance(value, torch.Tensor):
+                if id(value) in memo:
+                    return memo[id(value)]
+                saw_cuda[0] |= value.is_cuda
+                out = self.copy(key, value)
+                memo[id(value)] = out
+                return out
+            if isinstance(value, dict):
+                out_dict = {k: walk(v, (*key, k)) for k, v in value.items()}
+                if isinstance(value, OrderedDict):
+                    out_dict = OrderedDict(out_dict)
+                    if hasattr(value, "_metadata"):  # module versions, used by load_state_dict
+                        out_dict._metadata = copy.deepcopy(value._metadata)  # type: ignore[attr-defined]
+                return out_dict
+            if isinstance(value, list):
+                return [walk(v, (*key, i)) for i, v in enumerate(value)]
+            if isinstance(value, tuple) and not hasattr(value, "_fields"):
+                return tuple(walk(v, (*key, i)) for i, v in enumerate(value))
+            return copy.deepcopy(value)
+
+        result = walk(obj, ())
+        if saw_cuda[0]:
+            torch.cuda.synchronize()
+        return result
+
+
+class AsyncCheckpointIO(CheckpointIO):
+    """Wraps a base `CheckpointIO` (default `TorchCheckpointIO`) and writes in the background."""
+
+    def __init__(self, checkpoint_io: CheckpointIO | None = None) -> None:
+        if checkpoint_io is not None and not isinstance(checkpoint_io, CheckpointIO):
+            raise TypeError(
+                f"AsyncCheckpointIO(checkpoint_io=...) expects a CheckpointIO instance, got {checkpoint_io!r}."
+            )
+        if isinstance(checkpoint_io, AsyncCheckpointIO):
+            raise TypeError("AsyncCheckpointIO(checkpoint_io=...) cannot wrap another AsyncCheckpointIO.")
+        self._base = checkpoint_io
+        self._buffers = _HostBuffers()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._save_done = threading.Event()
+        self._save_done.set()
+        self._lock = threading.Lock()
+
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        if self._base is None:
+            self._base = TorchCheckpointIO()
+        return self._base
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO) -> None:
+        self._base = io
+
+    @property
+    def supports_sharded(self) -> bool:  # type: ignore[override]
+        return self.checkpoint_io.supports_sharded
+
+    # -- the worker ---------------------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="savepoint-async-writer", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                kind, fn, path, done = item
+                with self._lock:
+                    failed = self._error is not None
+                if kind == "remove" and failed:
+                    continue  # never remove an old file for a save that did not land
+                try:
+                    fn()
+                except BaseException as err:
+                    with self._lock:
+                        if self._error is None:
+                            self._error = err
+                            self._error_raised = False
+                finally:
+                    if done is not None:
+                        done()
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, kind: str, fn: Callable[[], None], path: str, done: Callable[[], None] | None = None) -> None:
+        self._ensure_thread()
+        self._queue.put((kind, fn, path, done))
+
+    def _raise_pending(self) -> None:
+        with self._lock:
+            err, raised = self._error, self._error_raised
+            if err is not None:
+                self._error_raised = True
+                self._error = None
+        if err is not None and not raised:
+            if isinstance(err, CheckpointWriteError):
+                raise CheckpointWriteError(f"background save failed: {err}", err.path) from err
+            raise CheckpointWriteError(f"background save failed ({type(err).__name__}: {err})") from err
+
+    # -- the CheckpointIO API -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None) -> None:
+        self._raise_pending()
+        self._save_done.wait()  # at most one save in flight; its buffers are ours again after this
+        self._raise_pending()
+        snapshot = self._buffers.snapshot(checkpoint)
+        self._save_done.clear()
+        base = self.checkpoint_io
+        self._submit(
+            "save",
+            lambda: base.save_checkpoint(snapshot, path, storage_options=storage_options),
+            str(path),
+            self._save_done.set,
+        )
+
+    def remove_checkpoint(self, path: str) -> None:
+        base = self.checkpoint_io
+        self._submit("remove", lambda: base.remove_checkpoint(path), str(path))
+
+    def load_checkpoint(self, path: str, map_location: Any | None = None, **kwargs: Any) -> dict[str, Any]:
+        self.wait()
+        return self.checkpoint_io.load_checkpoint(path, map_location=map_location, **kwargs)
+
+    def save_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+        self._raise_pending()
+        self._save_done.wait()
+        snapshot = self._buffers.snapshot(state)
+        self._save_done.clear()
+        base = self.checkpoint_io
+        self._submit(
+            "save", lambda: base.save_sharded(snapshot, path, process_group), str(path), self._save_done.set
+        )
+
+    def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+        self.wait()
+        self.checkpoint_io.load_sharded(state, path, process_group)
+
+    def wait(self) -> None:
+        """Block until every queued save and removal has finished."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def teardown(self) -> None:
+        self.wait()
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._thread = None
+        self.checkpoint_io.teardown()
+        self._raise_pending()

@@ -1,0 +1,164 @@
+"""`TorchCheckpointIO`: ``torch.save`` / ``torch.load(weights_only=True)`` with atomic, streamed writes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from savepoint.checkpoint.errors import (
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+)
+from savepoint.plugins.io._fs import (
+    fsync_dir,
+    fsync_file,
+    get_fs,
+    is_local,
+    sweep_stale_temps,
+    temp_name_for,
+)
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+
+
+def _is_cpu_location(map_location: Any) -> bool:
+    if map_location is None:
+        return True
+    if isinstance(map_location, str | torch.device):
+        return torch.device(map_location).type == "cpu"
+    return False
+
+
+def load_file(path: str, map_location: Any = None, storage_options: dict[str, Any] | None = None) -> Any:
+    """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path."""
+    fs, inner = get_fs(path, storage_options)
+    if not fs.exists(inner):
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {path!r}: the file does not exist. Check the path, or pass ckpt_path='last' to "
+            f"resume from the newest checkpoint of this run's folder.",
+            path,
+        )
+    if fs.isdir(inner):
+        raise CorruptCheckpointError(
+            f"{path!r} is a folder but not a sharded checkpoint (no '.metadata' file): an interrupted sharded "
+            f"save leaves such a folder. Choose another checkpoint.",
+            path,
+        )
+    try:
+        if is_local(fs):
+            # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
+            mmap = _is_cpu_location(map_location) and zipfile.is_zipfile(inner)
+            return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+        with fs.open(inner, "rb") as f:
+            data = f.read()
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        message = str(err)
+        if "weights_only" in message.lower() or "weights only" in message.lower():
+            raise UnsafeCheckpointError(
+                f"{path!r} holds pickled objects that are not plain data (refused, never executed): "
+                f"{message.splitlines()[0] if message else err!r}. savepoint loads only tensors, numbers, strings "
+                f"and containers; re-save the checkpoint with savepoint, or, if you trust its origin, convert it "
+                f"with `savepoint convert --trust-pickle`.",
+                path,
+            ) from err
+        raise CorruptCheckpointError(f"{path!r} is not a readable checkpoint: {err}", path) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
+        raise CorruptCheckpointError(
+            f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
+            f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
+            path,
+        ) from err
+
+
+class TorchCheckpointIO(CheckpointIO):
+    """Saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``.
+
+    Local paths: the archive is streamed into a hidden temporary file in the destination folder, fsynced,
+    renamed over the final name with ``os.replace`` and the folder fsynced: a crash at any moment leaves
+    the old file or the new one. The temporary name (``.<name>.sp-tmp-<pid>-<hex>``) never matches
+    ``*.ckpt``; it is removed when a save fails, and a later save into the folder removes those a killed
+    process left. Other fsspec URLs (``s3://``, ``gs://``, ``memory://``): one put of the whole archive,
+    atomic on object stores.
+    """
+
+    def __init__(self) -> None:
+        self._active: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None) -> None:
+        fs, inner = get_fs(path, storage_options)
+        if is_local(fs):
+            self._save_local(checkpoint, Path(inner), path)
+        else:
+            self._save_remote(checkpoint, fs, inner, path)
+
+    def _save_local(self, checkpoint: dict[str, Any], final: Path, shown: str) -> None:
+        folder = final.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointWriteError(f"cannot create checkpoint folder {str(folder)!r}: {err}", shown) from err
+        tmp = temp_name_for(final)
+        with self._lock:
+            self._active.add(tmp)
+            sweep_stale_temps(folder, self._active)
+        try:
+            torch.save(checkpoint, str(tmp))
+            fsync_file(tmp)
+            os.replace(tmp, final)
+            fsync_dir(folder)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(err, Exception):
+                raise CheckpointWriteError(
+                    f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the file previously at "
+                    f"that path, if any, is intact.",
+                    shown,
+                ) from err
+            raise
+        finally:
+            with self._lock:
+                self._active.discard(tmp)
+
+    def _save_remote(self, checkpoint: dict[str, Any], fs: Any, inner: str, shown: str) -> None:
+        buffer = io.BytesIO()
+        try:
+            torch.save(checkpoint, buffer)
+            parent = inner.rsplit("/", 1)[0] if "/" in inner else ""
+            if parent:
+                with contextlib.suppress(Exception):
+                    fs.makedirs(parent, exist_ok=True)
+            fs.pipe_file(inner, buffer.getvalue())
+        except Exception as err:
+            raise CheckpointWriteError(
+                f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the object previously at "
+                f"that path, if any, is intact.",
+                shown,
+            ) from err
+
+    def load_checkpoint(
+        self, path: str, map_location: Any | None = None, storage_options: Any | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return load_file(str(path), map_location, storage_options)
+
+    def remove_checkpoint(self, path: str) -> None:
+        fs, inner = get_fs(path)
+        if fs.exists(inner) or (is_local(fs) and os.path.islink(inner)):
+            if is_local(fs) and os.path.islink(inner):
+                os.unlink(inner)
+            else:
+                fs.rm(inner, recursive=True)

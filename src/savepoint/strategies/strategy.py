@@ -1,0 +1,223 @@
+"""`Strategy`: devices, process group, model wrapping, and model/optimizer state in and out.
+
+Call order during ``Trainer.fit`` (every call is made on every rank unless noted):
+
+1. ``setup_environment()``: start the process group if distributed (launching processes first when the
+   Trainer must), pick the device.
+2. ``connect(model)``; ``setup(trainer)``: move/wrap the model; ``setup_optimizers`` after
+   ``configure_optimizers``. A sharded strategy checks here that its `CheckpointIO` can write shards.
+3. During training: ``batch_to_device``, ``training_step``/``validation_step`` through the wrapped model,
+   ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
+4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
+   rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
+   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes.
+5. Loading: ``load_checkpoint(path)`` on every rank; ``load_model_state_dict`` / ``load_optimizer_state_dict``.
+6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
+   raises its pending error.
+
+The Trainer never opens files or checks ranks itself; everything that touches storage goes through
+``self.checkpoint_io``, so a custom plugin sees every save, load and removal.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from savepoint.checkpoint.errors import CheckpointWriteError
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.trainer.data import move_to_device
+
+if TYPE_CHECKING:
+    from savepoint.module import TrainingModule
+    from savepoint.trainer.trainer import Trainer
+
+
+class Strategy(ABC):
+    """Abstract base; see the module docstring for the call order."""
+
+    strategy_name = "strategy"
+
+    def __init__(self, checkpoint_io: CheckpointIO | None = None) -> None:
+        if checkpoint_io is not None and not isinstance(checkpoint_io, CheckpointIO):
+            raise TypeError(f"checkpoint_io={checkpoint_io!r} must be a CheckpointIO instance.")
+        self._checkpoint_io = checkpoint_io
+        self._model: TrainingModule | None = None
+        self._wrapped: nn.Module | None = None
+        self.trainer: Trainer | None = None
+
+    # -- identity -------------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        if self._checkpoint_io is None:
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO) -> None:
+        self._checkpoint_io = io
+
+    @property
+    @abstractmethod
+    def root_device(self) -> torch.device: ...
+
+    @property
+    def global_rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.global_rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def model(self) -> nn.Module:
+        """The model as it runs (possibly wrapped)."""
+        assert self._wrapped is not None or self._model is not None
+        return self._wrapped if self._wrapped is not None else self._model  # type: ignore[return-value]
+
+    @property
+    def lightning_module(self) -> TrainingModule | None:
+        return self._model
+
+    training_module = lightning_module
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+
+    def setup_environment(self) -> None:
+        """Start processes / the process group; called once before anything else."""
+
+    def connect(self, model: TrainingModule) -> None:
+        self._model = model
+        self._wrapped = None
+
+    def setup(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        assert self._model is not None
+        self._model.to(self.root_device)
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        return optimizers
+
+    def batch_to_device(self, batch: Any) -> Any:
+        return move_to_device(batch, self.root_device)
+
+    def process_dataloader(self, loader: Any) -> Any:
+        return loader
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        assert self._model is not None
+        return self._model.training_step(batch, batch_idx)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        assert self._model is not None
+        return self._model.validation_step(batch, batch_idx)
+
+    # -- agreement between ranks ------------------------------------------------------------------------------
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every rank reaches this point."""
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """`obj` as rank `src` has it, on every rank."""
+        return obj
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def reduce(self, tensor: torch.Tensor, reduce_op: str = "mean") -> torch.Tensor:
+        return tensor
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+        return decision
+
+    # -- state in and out ----------------------------------------------------------------------------------------
+
+    def model_state_dict(self) -> dict[str, Any]:
+        assert self._model is not None
+        return self._model.state_dict()
+
+    def load_model_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        assert self._model is not None
+        self._model.load_state_dict(state_dict, strict=strict)
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
+
+    # -- storage ---------------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None) -> None:
+        """Write on global rank 0; every rank returns only after the write, and every rank raises its error."""
+        error: str | None = None
+        if self.is_global_zero:
+            try:
+                self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            except Exception as err:
+                if not self.is_distributed:
+                    raise
+                error = f"{type(err).__name__}: {err}"
+                local_error: Exception | None = err
+            else:
+                local_error = None
+        else:
+            local_error = None
+        if self.is_distributed:
+            error = self.broadcast(error)
+            if error is not None:
+                message = f"saving checkpoint {filepath!r} failed on rank 0: {error}"
+                if local_error is not None:
+                    raise CheckpointWriteError(message, filepath) from local_error
+                raise CheckpointWriteError(message, filepath)
+
+    def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
+        return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
+
+    def remove_checkpoint(self, filepath: str) -> None:
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(filepath)
+        self.barrier("remove_checkpoint")
+
+    def teardown(self) -> None:
+        self.checkpoint_io.teardown()
+
+
+class SingleDeviceStrategy(Strategy):
+    """One process, one device (``"cpu"``, ``"cuda:0"``, ...)."""
+
+    strategy_name = "single_device"
+
+    def __init__(
+        self, device: str | torch.device | int = "cpu", checkpoint_io: CheckpointIO | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(checkpoint_io=checkpoint_io)
+        if isinstance(device, int):
+            device = torch.device("cuda", device)
+        self._device = torch.device(device)
+
+    @property
+    def root_device(self) -> torch.device:
+        return self._device

@@ -1,0 +1,259 @@
+"""Assemble the checkpoint dict from the Trainer's state, restore from one, and resolve ``ckpt_path``.
+
+The Trainer never opens files: reads and writes go through the strategy and its CheckpointIO.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from savepoint._version import __version__
+from savepoint.checkpoint import format as fmt
+from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.hparams import encode_hparams
+
+if TYPE_CHECKING:
+    from savepoint.trainer.trainer import Trainer
+
+_SAFE_LEAVES = (bool, int, float, complex, str, bytes, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
+    """Raise `TypeError` naming the key path of any value ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(obj, _SAFE_LEAVES):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, _SAFE_LEAVES):
+                raise TypeError(f"{where} has a key of type {type(key).__name__} ({key!r}); use str or int keys.")
+            check_weights_only_safe(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, list | tuple | set | frozenset):
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            raise TypeError(f"{where} is a namedtuple ({type(obj).__name__}); store a dict or a plain tuple.")
+        for i, value in enumerate(obj):
+            check_weights_only_safe(value, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which a checkpoint cannot hold: "
+        f"checkpoints load with torch.load(weights_only=True), so only tensors, numbers, strings, bools, None "
+        f"and lists/tuples/dicts of them are allowed. Convert it (e.g. to a dict) in the hook that added it."
+    )
+
+
+def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
+    module = trainer.training_module
+    strategy = trainer.strategy
+    loop = trainer._fit_loop
+    checkpoint: dict[str, Any] = {
+        fmt.EPOCH: trainer.current_epoch,
+        fmt.GLOBAL_STEP: trainer.global_step,
+        fmt.SAVEPOINT_VERSION: __version__,
+        fmt.FORMAT_VERSION_KEY: fmt.FORMAT_VERSION,
+        fmt.STATE_DICT: strategy.model_state_dict(),
+    }
+    if weights_only:
+        checkpoint[fmt.WEIGHTS_ONLY] = True
+    else:
+        checkpoint[fmt.LOOPS] = {fmt.FIT_LOOP: loop.state_dict()}
+        checkpoint[fmt.CALLBACKS] = {
+            cb.state_key: state for cb in trainer.callbacks if (state := cb.state_dict())
+        }
+        checkpoint[fmt.OPTIMIZER_STATES] = [strategy.optimizer_state(opt) for opt in trainer.optimizers]
+        checkpoint[fmt.LR_SCHEDULERS] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        scaler_state = trainer._precision.state_dict()
+        if scaler_state is not None:
+            checkpoint[fmt.GRAD_SCALER] = scaler_state
+        checkpoint[fmt.RNG_STATES] = strategy.all_gather_object(loop.rank_state())
+        dm = trainer.datamodule
+        if dm is not None:
+            checkpoint[fmt.DATAMODULE_STATE] = dm.state_dict()
+    if module.hparams:
+        checkpoint[fmt.HYPER_PARAMETERS] = encode_hparams(module.hparams, type(module).__name__)
+        checkpoint[fmt.HPARAMS_NAME] = module._hparams_name
+    dm = trainer.datamodule
+    if dm is not None and dm.hparams:
+        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = encode_hparams(dm.hparams, type(dm).__name__)
+        checkpoint[fmt.DATAMODULE_HPARAMS_NAME] = dm._hparams_name
+    if not weights_only:
+        for cb in trainer.callbacks:
+            cb.on_save_checkpoint(trainer, module, checkpoint)
+    module.on_save_checkpoint(checkpoint)
+    check_weights_only_safe(checkpoint)
+    return checkpoint
+
+
+def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Weights, datamodule and callbacks: before optimizers exist."""
+    from savepoint._loading import describe_mismatch
+
+    if fmt.is_weights_only(checkpoint):
+        raise WeightsOnlyCheckpointError(
+            f"{path!r} is a weights-only checkpoint (saved with save_weights_only=True or "
+            f"save_checkpoint(weights_only=True)): it has no optimizer or loop state to resume training from. "
+            f"Load the weights with `{type(trainer.training_module).__name__}.load_from_checkpoint({path!r})` and "
+            f"call fit() without ckpt_path, or resume from a full checkpoint.",
+            path,
+        )
+    module = trainer.training_module
+    module.on_load_checkpoint(checkpoint)
+    describe_mismatch(module, checkpoint[fmt.STATE_DICT], True, path)
+    trainer.strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT], strict=True)
+    dm = trainer.datamodule
+    if dm is not None and fmt.DATAMODULE_STATE in checkpoint:
+        dm.load_state_dict(checkpoint[fmt.DATAMODULE_STATE])
+    stored = dict(checkpoint.get(fmt.CALLBACKS) or {})
+    for cb in trainer.callbacks:
+        state = stored.pop(cb.state_key, None)
+        if state is not None:
+            cb.load_state_dict(state)
+        cb.on_load_checkpoint(trainer, module, checkpoint)
+    if stored:
+        warnings.warn(
+            f"{path!r} holds state for callback(s) {sorted(stored)} that this Trainer does not have; their state "
+            f"is ignored. Add the same callbacks (same configuration) to Trainer(callbacks=[...]) to restore it.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Optimizers, schedulers, scaler, loop position and RNG: after optimizers exist."""
+    optimizer_states = checkpoint.get(fmt.OPTIMIZER_STATES, [])
+    if len(optimizer_states) != len(trainer.optimizers):
+        raise CheckpointError(
+            f"{path!r} holds {len(optimizer_states)} optimizer state(s) but configure_optimizers() returned "
+            f"{len(trainer.optimizers)}; resume with the same optimizer configuration.",
+            path,
+        )
+    for opt, state in zip(trainer.optimizers, optimizer_states):
+        trainer.strategy.load_optimizer_state_dict(opt, state)
+    scheduler_states = checkpoint.get(fmt.LR_SCHEDULERS, [])
+    if len(scheduler_states) != len(trainer.lr_scheduler_configs):
+        raise CheckpointError(
+            f"{path!r} holds {len(scheduler_states)} LR scheduler state(s) but configure_optimizers() returned "
+            f"{len(trainer.lr_scheduler_configs)}; resume with the same scheduler configuration.",
+            path,
+        )
+    for config, state in zip(trainer.lr_scheduler_configs, scheduler_states):
+        config.scheduler.load_state_dict(state)
+    trainer._precision.load_state_dict(checkpoint.get(fmt.GRAD_SCALER))
+    fit_state = (checkpoint.get(fmt.LOOPS) or {}).get(fmt.FIT_LOOP, {})
+    rng_states = checkpoint.get(fmt.RNG_STATES) or []
+    rank = trainer.global_rank
+    rank_state = None
+    if rng_states:
+        if len(rng_states) != trainer.world_size:
+            warnings.warn(
+                f"{path!r} was saved by {len(rng_states)} process(es) and resumes on {trainer.world_size}: RNG states "
+                f"are reused by rank modulo {len(rng_states)}, so the run is not bit-identical to an uninterrupted one.",
+                UserWarning,
+                stacklevel=4,
+            )
+        rank_state = rng_states[rank % len(rng_states)]
+    trainer._fit_loop.load_state_dict(fit_state, rank_state)
+    trainer._global_step = int(checkpoint.get(fmt.GLOBAL_STEP, fit_state.get("global_step", 0)))
+    trainer._fit_loop.pos.global_step = trainer._global_step
+    if not fit_state.get("exact", True):
+        warnings.warn(
+            f"{path!r} has no savepoint loop state (written by another tool or an older format): training "
+            f"resumes at the start of epoch {trainer._fit_loop.pos.epoch}, not at the exact batch.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+# -- ckpt_path="last" / "best" -----------------------------------------------------------------------------------
+
+
+def _candidate_files(trainer: Trainer) -> list[str]:
+    from savepoint.checkpoint.sharded import is_sharded_checkpoint
+
+    root = trainer.default_root_dir
+    patterns = [
+        os.path.join(root, "runs", "*", "checkpoints", "*.ckpt"),
+        os.path.join(root, "checkpoints", "*.ckpt"),
+        os.path.join(root, "runs", "*", "checkpoints", "*"),
+        os.path.join(root, "checkpoints", "*"),
+    ]
+    for cb in trainer.checkpoint_callbacks:
+        dirpath = getattr(cb, "dirpath", None)
+        if dirpath and "://" not in dirpath:
+            patterns.append(os.path.join(dirpath, "*"))
+    files: set[str] = set()
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            if path.endswith(".ckpt") or is_sharded_checkpoint(path):
+                files.add(os.path.realpath(path) if not os.path.islink(path) else os.path.abspath(path))
+    return list(files)
+
+
+def find_last(trainer: Trainer, verify: bool = True) -> tuple[str | None, list[str]]:
+    """The newest checkpoint of this root's runs that passes verification; and the ones skipped."""
+    from savepoint.checkpoint.verify import verify_checkpoint
+
+    candidates = sorted(
+        _candidate_files(trainer), key=lambda p: (os.stat(p).st_mtime_ns, os.path.basename(p)), reverse=True
+    )
+    skipped = []
+    for path in candidates:
+        if not verify:
+            return path, skipped
+        report = verify_checkpoint(path, load=True)
+        if report.ok:
+            return path, skipped
+        warnings.warn(f"ckpt_path='last': skipping {path!r}, which fails to load: {report.problems[0]}", UserWarning,
+                      stacklevel=4)  # fmt: skip
+        skipped.append(path)
+    return None, skipped
+
+
+def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    ckpt_path = os.fspath(ckpt_path)
+    if ckpt_path == "last":
+        path = None
+        if trainer.is_global_zero:
+            path, skipped = find_last(trainer)
+            if path is None:
+                path = "" if not skipped else f"!{skipped[0]}"
+        path = trainer.strategy.broadcast(path)
+        if not path or path.startswith("!"):
+            where = os.path.join(trainer.default_root_dir, "runs", "*", "checkpoints")
+            extra = f" (every candidate failed to load; the newest was {path[1:]!r})" if path else ""
+            raise CheckpointNotFoundError(
+                f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
+                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
+                f"ckpt_path first, or pass the path of a checkpoint.",
+                trainer.default_root_dir,
+            )
+        return path
+    if ckpt_path == "best":
+        best = ""
+        for cb in trainer.checkpoint_callbacks:
+            best = getattr(cb, "best_model_path", "") or best
+        if not best and trainer.is_global_zero:
+            last, _ = find_last(trainer)
+            if last is not None:
+                from savepoint._loading import read_checkpoint
+
+                stored = read_checkpoint(last, map_location="cpu").get(fmt.CALLBACKS) or {}
+                for key, state in stored.items():
+                    if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
+                        best = state["best_model_path"]
+                        break
+        best = trainer.strategy.broadcast(best)
+        if not best:
+            raise CheckpointNotFoundError(
+                "ckpt_path='best': no best checkpoint is known (no ModelCheckpoint has saved one in this root). "
+                "Pass a path, or 'last'.",
+                trainer.default_root_dir,
+            )
+        return best
+    return ckpt_path

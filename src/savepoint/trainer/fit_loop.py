@@ -1,0 +1,324 @@
+"""The fit loop, with a position a checkpoint can record and a resumed run can re-enter exactly.
+
+The position is (epoch, batches done in the epoch, phase). Phases, in the order a training epoch
+passes through them::
+
+    epoch_start ──► batches ──► after_batch ──► batches ──► ... ──► epoch_end ──► epoch_start (epoch + 1)
+                     (post-batch work done)   (on_train_batch_end ran; the validation check for that
+                                               batch has not)
+
+A checkpoint written inside a hook records the phase of that hook, so resuming re-runs exactly the work
+that had not happened yet: the validation check after ``on_train_batch_end``, the epoch-end hooks after
+a validation at the last batch, the epoch-interval schedulers after ``on_train_epoch_end``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from savepoint.checkpoint.resume import capture_rng, restore_rng
+from savepoint.trainer.data import TrainData, first_tensor_len
+
+if TYPE_CHECKING:
+    from savepoint.trainer.trainer import Trainer
+
+
+@dataclass
+class LoopPosition:
+    epoch: int = 0
+    batches_done: int = 0  # training batches finished in the current epoch
+    phase: str = "epoch_start"  # epoch_start | batches | after_batch | epoch_end
+    global_step: int = 0  # optimizer steps taken
+    total_batches: int = 0  # training batches over the whole run
+    accumulated: int = 0  # batches accumulated since the last optimizer step
+    val_runs: int = 0
+    exact: bool = True
+    data: dict[str, Any] = field(default_factory=dict)  # what the position depends on (epoch length...)
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    if output is None:
+        return None
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise ValueError("training_step returned a dict without a 'loss' key.")
+        return output["loss"]
+    raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}.")
+
+
+class FitLoop:
+    """Runs epochs and batches; owns the position, the epoch-start RNG and the accumulation phase."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.pos = LoopPosition()
+        self.data: TrainData | None = None
+        self._epoch_rng: dict[str, Any] | None = None
+        self._epoch_gen_states: list[torch.Tensor] = []
+        self._resume_rng: dict[str, Any] | None = None
+        self._resume_grads: dict[str, torch.Tensor] | None = None
+        self._iterator: Any = None
+        self._t_start = 0.0
+        self._elapsed_before = 0.0
+
+    # -- state -----------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        state = asdict(self.pos)
+        state["global_step"] = trainer.global_step
+        state["metrics"] = trainer._metrics.state_dict()
+        state["data_state"] = self.data.state_dict() if self.data is not None else {}
+        state["elapsed_s"] = self.elapsed_s()
+        if self.pos.accumulated > 0:
+            module = trainer.training_module
+            state["accumulated_grads"] = {
+                name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None
+            }
+        return state
+
+    def rank_state(self) -> dict[str, Any]:
+        """This rank's RNG states: now, and at the start of the epoch (from which the data order is drawn)."""
+        return {
+            "now": capture_rng(),
+            "epoch_start": self._epoch_rng,
+            "data_generators": list(self._epoch_gen_states),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], rank_state: dict[str, Any] | None) -> None:
+        known = {k: state[k] for k in LoopPosition.__dataclass_fields__ if k in state}
+        self.pos = LoopPosition(**known)
+        if state.get("phase") == "epoch_done":  # an upgraded checkpoint: resume at the next epoch
+            self.pos.phase, self.pos.epoch, self.pos.batches_done = "epoch_start", self.pos.epoch + 1, 0
+        self.trainer._metrics.load_state_dict(state.get("metrics", {}))
+        self._pending_data_state = state.get("data_state", {})
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self._resume_grads = state.get("accumulated_grads")
+        if rank_state is not None:
+            self._resume_rng = rank_state.get("now")
+            self._epoch_rng = rank_state.get("epoch_start")
+            self._epoch_gen_states = list(rank_state.get("data_generators") or [])
+        elif self.pos.exact and self.pos.phase != "epoch_start":
+            self.pos.exact = False
+
+    # -- time ------------------------------------------------------------------------------------------------
+
+    def elapsed_s(self) -> float:
+        if self._t_start == 0.0:
+            return self._elapsed_before
+        return self._elapsed_before + time.monotonic() - self._t_start
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        t = self.trainer
+        cfg = t._cfg
+        if cfg.max_steps != -1 and t.global_step >= cfg.max_steps:
+            return True
+        if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs and self.pos.phase == "epoch_start":
+            return True
+        return bool(t.should_stop and self.pos.epoch >= cfg.min_epochs and self.pos.phase == "epoch_start")
+
+    def run(self, resuming: bool) -> None:
+        t = self.trainer
+        self._t_start = time.monotonic()
+        if resuming:
+            self._check_data_unchanged()
+            if getattr(self, "_pending_data_state", None):
+                self.data.load_state_dict(self._pending_data_state)  # type: ignore[union-attr]
+        while not self.done():
+            if self.pos.phase == "epoch_start":
+                self._start_epoch()
+            elif resuming:
+                self._reenter_epoch()
+            resuming = False
+            self._run_batches()
+            if self.pos.phase != "epoch_end":  # resumed inside on_train_epoch_end: only schedulers remain
+                self.pos.phase = "epoch_end"
+                self._epoch_end()
+            t._step_schedulers("epoch")
+            self.pos.epoch += 1
+            self.pos.batches_done = 0
+            self.pos.phase = "epoch_start"
+            t._log_flush()
+        self._elapsed_before = self.elapsed_s()
+        self._t_start = 0.0
+
+    def _start_epoch(self) -> None:
+        t = self.trainer
+        assert self.data is not None
+        self.data.set_epoch(self.pos.epoch)
+        self.pos.batches_done = 0
+        self.pos.accumulated = 0
+        self.pos.data = self.data.describe()
+        t._metrics.reset_stage("train")
+        t._call("on_train_epoch_start")
+        # The data order of this epoch is drawn from this state; a resume re-creates it from here.
+        self._epoch_rng = capture_rng()
+        self._epoch_gen_states = self.data.generator_states()
+        self._iterator = self.data.iterator()
+        self.pos.phase = "batches"
+
+    def _reenter_epoch(self) -> None:
+        """Rebuild the interrupted epoch's iterator from its start state, skip what was consumed, then
+        restore the RNG as it was at the save point."""
+        assert self.data is not None
+        self.data.set_epoch(self.pos.epoch)
+        if self._epoch_rng is not None:
+            restore_rng(self._epoch_rng)
+            self.data.set_generator_states(self._epoch_gen_states)
+        if self.pos.batches_done < self.data.num_batches:
+            self._iterator = self.data.iterator(skip=self.pos.batches_done)
+        else:
+            self._iterator = iter(())
+        if self._resume_rng is not None:
+            restore_rng(self._resume_rng)
+        if self._resume_grads:
+            module = self.trainer.training_module
+            for name, p in module.named_parameters():
+                if name in self._resume_grads:
+                    p.grad = self._resume_grads[name].to(p.device, p.dtype)
+        self._resume_grads = None
+        if self.pos.phase == "after_batch":
+            self._post_batch(self.pos.batches_done - 1)
+            self.pos.phase = "batches"
+
+    def _run_batches(self) -> None:
+        t = self.trainer
+        assert self.data is not None
+        num_batches = self.data.num_batches
+        while self.pos.phase == "batches" and self.pos.batches_done < num_batches:
+            if t.should_stop or (t._cfg.max_steps != -1 and t.global_step >= t._cfg.max_steps):
+                break
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                break
+            batch_idx = self.pos.batches_done
+            is_last = batch_idx + 1 >= num_batches
+            self._train_batch(batch, batch_idx, is_last)
+            self.pos.batches_done += 1
+            self.pos.total_batches += 1
+            self.pos.phase = "after_batch"
+            if self.pos.accumulated == 0 and t.global_step % t._cfg.log_every_n_steps == 0:
+                t._metrics.flush_step(t.global_step, self.pos.epoch)
+            t._call("on_train_batch_end", self._last_output, batch, batch_idx)
+            self._post_batch(batch_idx)
+            self.pos.phase = "batches"
+        self._iterator = None
+
+    def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> None:
+        t = self.trainer
+        cfg = t._cfg
+        strategy = t.strategy
+        batch = strategy.batch_to_device(batch)
+        t._metrics.batch_size = first_tensor_len(batch)
+        t._metrics.stage = "train"
+        response = t._call("on_train_batch_start", batch, batch_idx)
+        if response == -1:
+            self.trainer.should_stop = True
+            self._last_output = None
+            return
+        with t._precision.autocast():
+            output = t._run_module("training_step", strategy.training_step, batch, batch_idx)
+        loss = _loss_of(output)
+        self._last_output = output
+        self.pos.accumulated += 1
+        if loss is not None:
+            if cfg.accumulate_grad_batches > 1:
+                loss = loss / cfg.accumulate_grad_batches
+            t._call("on_before_backward", loss)
+            t._precision.backward(loss)
+            t._call("on_after_backward")
+        window_closed = self.pos.accumulated >= cfg.accumulate_grad_batches or is_last
+        if window_closed:
+            self._optimizer_step()
+            self.pos.accumulated = 0
+
+    def _optimizer_step(self) -> None:
+        t = self.trainer
+        cfg = t._cfg
+        params = [p for p in t.training_module.parameters() if p.grad is not None]
+        if not params:
+            for opt in t.optimizers:
+                opt.zero_grad(set_to_none=True)
+            return
+        for opt in t.optimizers:
+            t._precision.unscale(opt)
+            t._call("on_before_optimizer_step", opt)
+            if cfg.gradient_clip_val:
+                group_params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                if cfg.gradient_clip_algorithm == "norm":
+                    torch.nn.utils.clip_grad_norm_(group_params, cfg.gradient_clip_val)
+                else:
+                    torch.nn.utils.clip_grad_value_(group_params, cfg.gradient_clip_val)
+            t._precision.step(opt)
+        t._precision.update()
+        for opt in t.optimizers:
+            t._call("on_before_zero_grad", opt)
+            opt.zero_grad(set_to_none=True)
+        t._global_step += 1
+        self.pos.global_step = t._global_step
+        t._step_schedulers("step")
+
+    # -- validation inside the epoch ----------------------------------------------------------------------------
+
+    def val_due(self, batch_idx: int) -> bool:
+        t = self.trainer
+        cfg = t._cfg
+        if not t._validation_will_run():
+            return False
+        if cfg.check_val_every_n_epoch is not None and (self.pos.epoch + 1) % cfg.check_val_every_n_epoch != 0:
+            return False
+        assert self.data is not None
+        interval = cfg.val_check_interval
+        if isinstance(interval, int):
+            count = batch_idx + 1 if cfg.check_val_every_n_epoch is not None else self.pos.total_batches
+            return count % interval == 0
+        num_batches = self.data.num_batches
+        if num_batches == math.inf:
+            return False
+        every = max(1, int(num_batches * interval))
+        return (batch_idx + 1) % every == 0
+
+    def _post_batch(self, batch_idx: int) -> None:
+        if self.val_due(batch_idx):
+            self.pos.val_runs += 1
+            self.trainer._run_validation(sanity=False, on_end=self._mark_val_done)
+
+    def _mark_val_done(self) -> None:
+        # Saves made in on_validation_end record that this batch's post-batch work is done.
+        self.pos.phase = "batches"
+
+    def _epoch_end(self) -> None:
+        t = self.trainer
+        t._call_module("on_train_epoch_end")
+        t._metrics.end_epoch("train", t.global_step, self.pos.epoch)
+        t._call_callbacks("on_train_epoch_end")
+
+    # -- resume checks ---------------------------------------------------------------------------------------
+
+    def _check_data_unchanged(self) -> None:
+        assert self.data is not None
+        now = self.data.describe()
+        saved = self.pos.data
+        if self.pos.phase in ("epoch_start",) or not saved:
+            return
+        changed = {k: (saved.get(k), v) for k, v in now.items() if k in saved and saved.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            warnings.warn(
+                f"resuming mid-epoch with different training data ({what}): exact resume is no longer possible; "
+                f"training continues from batch {self.pos.batches_done} of the new epoch order.",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.pos.exact = False

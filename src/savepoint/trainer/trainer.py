@@ -1,0 +1,615 @@
+"""`Trainer`: the façade. Arguments are validated here; the loops, checkpoint assembly and storage live
+in `fit_loop`, `checkpointing` and the strategy."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from savepoint.callbacks.callback import Callback
+from savepoint.callbacks.checkpoint import Checkpoint
+from savepoint.checkpoint import format as fmt
+from savepoint.datamodule import DataModule
+from savepoint.loggers import CSVLogger, Logger
+from savepoint.module import TrainingModule
+from savepoint.plugins.io._fs import get_fs, is_local
+from savepoint.plugins.io.async_io import AsyncCheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.strategies.strategy import Strategy
+from savepoint.trainer import checkpointing
+from savepoint.trainer.config import build_config, select_strategy
+from savepoint.trainer.data import TrainData, add_distributed_sampler
+from savepoint.trainer.evaluation import run_validation
+from savepoint.trainer.fit_loop import FitLoop
+from savepoint.trainer.metrics import MetricStore
+from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
+from savepoint.trainer.precision import Precision
+
+
+def _overrides(obj: Any, base: type, name: str) -> bool:
+    return getattr(type(obj), name, None) is not getattr(base, name, None)
+
+
+class Trainer:
+    """Trains a `TrainingModule`, checkpointing automatically (see ``fit``)."""
+
+    def __init__(
+        self,
+        *,
+        accelerator: str = "auto",
+        strategy: str | Strategy = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        precision: str | int = "32-true",
+        logger: Logger | bool | None = None,
+        callbacks: list[Callback] | Callback | None = None,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        default_root_dir: str | os.PathLike | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        deterministic: bool | str | None = None,
+        plugins: Any = None,
+        log_every_n_steps: int | None = None,
+        **deprecated: Any,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k not in ("self", "deprecated", "__class__") and v is not None}
+        given.update(deprecated)
+        for key, default in (("limit_train_batches", 1.0), ("limit_val_batches", 1.0), ("num_sanity_val_steps", 2),
+                             ("log_every_n_steps", 50)):  # fmt: skip
+            given.setdefault(key, default)
+        self._cfg, rest = build_config(given)
+        self._cfg.check_val_every_n_epoch = check_val_every_n_epoch
+        self._strategy = select_strategy(rest)
+        self._logger_arg = rest.pop("logger", True)
+        self._callbacks = self._assemble_callbacks(self._cfg.callbacks)
+        self._logger: Logger | None = self._build_logger(self._logger_arg)
+        if self._cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=self._cfg.deterministic == "warn")
+
+        self._model: TrainingModule | None = None
+        self._datamodule: DataModule | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._scheduler_configs: list[LRSchedulerConfig] = []
+        self._precision = Precision(self._cfg.precision, "cpu")
+        self._metrics = MetricStore(self)
+        self._fit_loop = FitLoop(self)
+        self._global_step = 0
+        self._val_loaders: list[Any] = []
+        self._validation_has_run = False
+        self._restored_step: int | None = None
+        self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
+        self.should_stop = False
+        self.sanity_checking = False
+        self.training = False
+        self.validating = False
+        self.ckpt_path: str | None = None
+        self._in_fit = False
+
+    # -- construction helpers ----------------------------------------------------------------------------------
+
+    def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
+        from savepoint.callbacks.model_checkpoint import ModelCheckpoint
+        from savepoint.callbacks.progress import RichProgressBar
+
+        has_checkpoint = any(isinstance(cb, Checkpoint) for cb in callbacks)
+        if not self._cfg.enable_checkpointing and has_checkpoint:
+            names = [type(cb).__name__ for cb in callbacks if isinstance(cb, Checkpoint)]
+            raise ValueError(
+                f"Trainer(enable_checkpointing=False) but callbacks include {names}: drop "
+                f"enable_checkpointing=False to use them, or remove them from callbacks to train without checkpoints."
+            )
+        out = list(callbacks)
+        if self._cfg.enable_checkpointing and not has_checkpoint:
+            out.append(ModelCheckpoint())
+        if self._cfg.enable_progress_bar and not any(isinstance(cb, RichProgressBar) for cb in out):
+            out.append(RichProgressBar())
+        # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
+        return [cb for cb in out if not isinstance(cb, Checkpoint)] + [cb for cb in out if isinstance(cb, Checkpoint)]
+
+    def _build_logger(self, logger: Any) -> Logger | None:
+        if logger is True or logger is None:
+            return CSVLogger(self._cfg.default_root_dir, name="runs")
+        if logger is False:
+            return None
+        if isinstance(logger, Logger):
+            return logger
+        raise TypeError(f"Trainer(logger={logger!r}) must be True, False or a savepoint Logger.")
+
+    # -- properties --------------------------------------------------------------------------------------------
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        return self._callbacks
+
+    @property
+    def checkpoint_callbacks(self) -> list[Checkpoint]:
+        return [cb for cb in self._callbacks if isinstance(cb, Checkpoint)]
+
+    @property
+    def checkpoint_callback(self) -> Checkpoint | None:
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callback(self) -> Callback | None:
+        from savepoint.callbacks.early_stopping import EarlyStopping
+
+        return next((cb for cb in self._callbacks if isinstance(cb, EarlyStopping)), None)
+
+    @property
+    def progress_bar_callback(self) -> Callback | None:
+        from savepoint.callbacks.progress import RichProgressBar
+
+        return next((cb for cb in self._callbacks if isinstance(cb, RichProgressBar)), None)
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def training_module(self) -> TrainingModule:
+        if self._model is None:
+            raise RuntimeError("no TrainingModule is attached to this Trainer; call trainer.fit(model) first.")
+        return self._model
+
+    lightning_module = training_module
+
+    @property
+    def model(self) -> TrainingModule | None:
+        return self._model
+
+    @property
+    def datamodule(self) -> DataModule | None:
+        return self._datamodule
+
+    @property
+    def current_epoch(self) -> int:
+        return self._fit_loop.pos.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self._global_step
+
+    @property
+    def max_epochs(self) -> int:
+        return self._cfg.max_epochs
+
+    @property
+    def max_steps(self) -> int:
+        return self._cfg.max_steps
+
+    @property
+    def default_root_dir(self) -> str:
+        return self._cfg.default_root_dir
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        return self._metrics.callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        return self._metrics.logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._metrics.progress_bar_metrics.items()}
+
+    @property
+    def logger(self) -> Logger | None:
+        return self._logger
+
+    @property
+    def loggers(self) -> list[Logger]:
+        return [self._logger] if self._logger is not None else []
+
+    @property
+    def log_dir(self) -> str | None:
+        if self._logger is None:
+            return self.default_root_dir
+        return self._logger.log_dir
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self._optimizers
+
+    @property
+    def lr_scheduler_configs(self) -> list[LRSchedulerConfig]:
+        return self._scheduler_configs
+
+    @property
+    def global_rank(self) -> int:
+        return self._strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self._strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self._strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        return self._strategy.world_size
+
+    @property
+    def num_devices(self) -> int:
+        return self._strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self._strategy.is_global_zero
+
+    @property
+    def num_training_batches(self) -> int | float:
+        return self._fit_loop.data.num_batches if self._fit_loop.data is not None else 0
+
+    @property
+    def precision(self) -> str:
+        return self._cfg.precision
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return self._precision.scaler
+
+    # -- hook dispatch ---------------------------------------------------------------------------------------
+
+    def _hook_targets(self, name: str) -> tuple[list[Callback], bool]:
+        cached = self._hook_cache.get(name)
+        if cached is None:
+            cbs = [cb for cb in self._callbacks if _overrides(cb, Callback, name)]
+            module_has = self._model is not None and _overrides(self._model, TrainingModule, name)
+            cached = self._hook_cache[name] = (cbs, module_has)
+        return cached
+
+    def _call_module(self, name: str, *args: Any) -> Any:
+        _, module_has = self._hook_targets(name)
+        if module_has:
+            return self._run_module(name, getattr(self._model, name), *args)
+        return None
+
+    def _call_callbacks(self, name: str, *args: Any) -> None:
+        cbs, _ = self._hook_targets(name)
+        module = self._model
+        for cb in cbs:
+            getattr(cb, name)(self, module, *args)
+
+    def _call(self, name: str, *args: Any) -> Any:
+        """The module's hook, then each callback's (checkpoint callbacks last)."""
+        result = self._call_module(name, *args)
+        self._call_callbacks(name, *args)
+        return result
+
+    def _run_module(self, name: str, fn: Any, *args: Any) -> Any:
+        module = self._model
+        previous = module._current_fx  # type: ignore[union-attr]
+        module._current_fx = name  # type: ignore[union-attr]
+        try:
+            return fn(*args)
+        finally:
+            module._current_fx = previous  # type: ignore[union-attr]
+
+    # -- small services for callbacks -----------------------------------------------------------------------
+
+    def _print(self, message: str) -> None:
+        if self.is_global_zero:
+            print(message)
+
+    def _default_checkpoint_dir(self) -> str:
+        if self._logger is not None and self._logger.log_dir is not None:
+            return os.path.join(self.log_dir, "checkpoints")  # type: ignore[arg-type]
+        return os.path.join(self.default_root_dir, "checkpoints")
+
+    def _validation_will_run(self) -> bool:
+        return (
+            bool(self._val_loaders)
+            and self._cfg.limit_val_batches != 0
+            and self._model is not None
+            and _overrides(self._model, TrainingModule, "validation_step")
+        )
+
+    def _train_elapsed_s(self) -> float:
+        return self._fit_loop.elapsed_s()
+
+    def _checkpoint_io_is_local_torch(self, path: str) -> bool:
+        io = self._strategy.checkpoint_io
+        if isinstance(io, AsyncCheckpointIO):
+            io = io.checkpoint_io
+        fs, _ = get_fs(path)
+        return type(io) is TorchCheckpointIO and is_local(fs)
+
+    def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int, epoch: int) -> None:
+        if self._logger is not None and self.is_global_zero and not self.sanity_checking:
+            values = {k: float(v) for k, v in metrics.items()}
+            values["epoch"] = epoch
+            self._logger.log_metrics(values, step=step)
+
+    def _log_flush(self) -> None:
+        if self._logger is not None and self.is_global_zero:
+            self._logger.save()
+
+    def _step_schedulers(self, interval: str) -> None:
+        for config in self._scheduler_configs:
+            if config.interval != interval:
+                continue
+            count = self._global_step if interval == "step" else self.current_epoch + 1
+            if count % config.frequency != 0:
+                continue
+            if config.reduce_on_plateau:
+                value = self.callback_metrics.get(config.monitor)  # type: ignore[arg-type]
+                if value is None:
+                    if config.strict:
+                        available = sorted(self.callback_metrics)
+                        raise KeyError(
+                            f"ReduceLROnPlateau monitors {config.monitor!r}, which is not logged (logged: "
+                            f"{available}). Log it with self.log, or set 'strict': False in the scheduler config."
+                        )
+                    continue
+                config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
+
+    # -- fit ----------------------------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        model: TrainingModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: DataModule | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+    ) -> None:
+        """Train `model`. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly where it was."""
+        if not isinstance(model, TrainingModule):
+            raise TypeError(f"Trainer.fit(model=...) expects a savepoint TrainingModule, got {type(model).__name__}.")
+        if isinstance(train_dataloaders, DataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
+            raise ValueError("Trainer.fit: pass either datamodule= or train_dataloaders=/val_dataloaders=, not both.")
+        if ckpt_path is None:
+            ckpt_path = self._cfg.resume_from_checkpoint
+        self._strategy.setup_environment()
+        self._in_fit = True
+        failed = True
+        try:
+            self._setup(model, datamodule, "fit")
+            self._fit(train_dataloaders, val_dataloaders, ckpt_path)
+            failed = False
+        except BaseException as err:
+            self._call_callbacks("on_exception", err)
+            raise
+        finally:
+            self._teardown("fit", failed)
+
+    def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
+        self._model = model
+        self._hook_cache = {}
+        model.trainer = self
+        self._datamodule = datamodule
+        if datamodule is not None:
+            datamodule.trainer = self
+            if self.local_rank == 0:
+                datamodule.prepare_data()
+            self._strategy.barrier("prepare_data")
+            datamodule.setup(stage)
+        self._strategy.connect(model)
+        model.setup(stage)
+
+    def _fit(self, train_dataloaders: Any, val_dataloaders: Any, ckpt_path: Any) -> None:
+        strategy = self._strategy
+        model = self.training_module
+        self.should_stop = False
+        self._validation_has_run = False
+        self._restored_step = None
+        strategy.setup(self)
+        self._precision = Precision(self._cfg.precision, strategy.root_device.type)
+
+        train_loader = train_dataloaders
+        if train_loader is None and self._datamodule is not None:
+            train_loader = self._datamodule.train_dataloader()
+        if train_loader is None:
+            train_loader = model.train_dataloader()
+        if train_loader is None:
+            raise ValueError(
+                "Trainer.fit found no training data: pass train_dataloaders=, a datamodule=, or implement "
+                "train_dataloader() in the TrainingModule."
+            )
+        train_loader = strategy.process_dataloader(train_loader)
+        self._val_loaders = self._resolve_val_loaders(val_dataloaders)
+        self._fit_loop = FitLoop(self)
+        self._fit_loop.data = TrainData(train_loader, self._cfg.limit_train_batches)
+
+        resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
+        self.ckpt_path = resolved
+        checkpoint = None
+        if resolved is not None:
+            self._adopt_run_folder(resolved)
+        if isinstance(self._logger, CSVLogger):
+            self._logger.version = strategy.broadcast(self._logger.version)  # every rank logs to one folder
+        if resolved is not None:
+            from savepoint._loading import read_checkpoint
+
+            checkpoint = read_checkpoint(resolved, map_location=strategy.root_device, checkpoint_io=strategy.checkpoint_io)
+
+        self._call_callbacks("setup", "fit")
+        if self._logger is not None and self.is_global_zero:
+            self._log_hparams()
+        if checkpoint is not None:
+            checkpointing.restore_modules_and_callbacks(self, checkpoint, resolved)  # type: ignore[arg-type]
+
+        self._optimizers, self._scheduler_configs = parse_optimizers(self._run_module(
+            "configure_optimizers", model.configure_optimizers))  # fmt: skip
+        if not self._optimizers:
+            raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
+        self._optimizers = strategy.setup_optimizers(self._optimizers)
+        if checkpoint is not None:
+            checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
+            self._restored_step = self._global_step
+            del checkpoint
+            if self._fit_loop.done():
+                self._print(
+                    f"Resumed from {resolved!r} at epoch {self.current_epoch}, step {self.global_step}: "
+                    f"max_epochs={self._cfg.max_epochs} / max_steps={self._cfg.max_steps} is already reached, "
+                    f"so there is nothing to train. Raise max_epochs or max_steps to train further."
+                )
+
+        self._call("on_fit_start")
+        if not self._fit_loop.done():
+            self._sanity_check()
+        self.training = True
+        model.train()
+        self._call("on_train_start")
+        try:
+            self._fit_loop.run(resuming=resolved is not None)
+        finally:
+            self.training = False
+        self._call("on_train_end")
+        self._call("on_fit_end")
+
+    def _adopt_run_folder(self, ckpt_path: str) -> None:
+        """Resuming a checkpoint of ``<root>/runs/version_N/checkpoints/`` continues in ``version_N``."""
+        logger = self._logger
+        if not isinstance(logger, CSVLogger) or logger._version is not None or self._logger_arg is not True:
+            return
+        path = Path(os.path.abspath(ckpt_path))
+        root = Path(logger.root_dir).resolve() if "://" not in logger.root_dir else None
+        if root is None or path.parent.name != "checkpoints" or path.parent.parent.parent != root:
+            return
+        match = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
+        if match:
+            logger.version = int(match.group(1))
+
+    def _log_hparams(self) -> None:
+        params: dict[str, Any] = {}
+        model = self.training_module
+        if model.hparams and getattr(model, "_log_hyperparams", True):
+            params.update(model.hparams)
+        if self._datamodule is not None and self._datamodule.hparams:
+            params.update(self._datamodule.hparams)
+        if params:
+            self._logger.log_hyperparams(params)  # type: ignore[union-attr]
+
+    def _resolve_val_loaders(self, val_dataloaders: Any) -> list[Any]:
+        loaders = val_dataloaders
+        if loaders is None and self._datamodule is not None:
+            loaders = self._datamodule.val_dataloader()
+        if loaders is None and self._model is not None:
+            loaders = self._model.val_dataloader()
+        if loaders is None:
+            return []
+        loaders = list(loaders) if isinstance(loaders, list | tuple) else [loaders]
+        return [self._strategy.process_dataloader(loader) for loader in loaders]
+
+    def _sanity_check(self) -> None:
+        steps = self._cfg.num_sanity_val_steps
+        if steps == 0 or not self._validation_will_run():
+            return
+        self.sanity_checking = True
+        self._metrics.discard = True
+        saved_metrics = dict(self._metrics.callback_metrics)
+        try:
+            self._call("on_sanity_check_start")
+            run_validation(self, self._val_loaders, max_batches=None if steps == -1 else steps)
+            self._call("on_sanity_check_end")
+        finally:
+            self.sanity_checking = False
+            self._metrics.discard = False
+            self._metrics.callback_metrics = saved_metrics
+
+    def _run_validation(self, sanity: bool = False, on_end: Any = None) -> dict[str, torch.Tensor]:
+        self.validating = True
+        try:
+            results = run_validation(self, self._val_loaders, max_batches=None, on_end=on_end)
+        finally:
+            self.validating = False
+        self._validation_has_run = True
+        return results
+
+    def _teardown(self, stage: str, failed: bool) -> None:
+        self._in_fit = False
+        try:
+            self._log_flush()
+            if self._logger is not None and self.is_global_zero:
+                self._logger.finalize("failed" if failed else "success")
+            self._call_callbacks("teardown", stage)
+            if self._model is not None:
+                self._model.teardown(stage)
+            if self._datamodule is not None:
+                self._datamodule.teardown(stage)
+        finally:
+            self._strategy.teardown()
+
+    # -- validate ---------------------------------------------------------------------------------------------
+
+    def validate(
+        self,
+        model: TrainingModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+        datamodule: DataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run one validation epoch; returns ``[metrics]``. ``ckpt_path`` loads weights first."""
+        model = model if model is not None else self._model
+        if model is None:
+            raise TypeError("Trainer.validate needs a model: pass model=, or call fit first.")
+        if isinstance(dataloaders, DataModule):
+            datamodule, dataloaders = dataloaders, None
+        self._strategy.setup_environment()
+        self._in_fit = True
+        try:
+            self._setup(model, datamodule if datamodule is not None else self._datamodule, "validate")
+            self._strategy.setup(self)
+            self._precision = Precision(self._cfg.precision, self._strategy.root_device.type)
+            resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
+            if resolved is not None:
+                from savepoint._loading import describe_mismatch, read_checkpoint
+
+                checkpoint = read_checkpoint(resolved, self._strategy.root_device, self._strategy.checkpoint_io)
+                describe_mismatch(model, checkpoint[fmt.STATE_DICT], True, resolved)
+                self._strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT])
+            self._val_loaders = self._resolve_val_loaders(dataloaders)
+            if not self._val_loaders:
+                raise ValueError("Trainer.validate found no validation data: pass dataloaders= or a datamodule=.")
+            self._metrics.callback_metrics = {}
+            results = self._run_validation()
+        finally:
+            self._teardown("validate", failed=False)
+        out = {k: float(v) for k, v in results.items()}
+        if verbose and self.is_global_zero:
+            from savepoint.callbacks.progress import print_metrics
+
+            print_metrics("Validate", out)
+        return [out]
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+
+    def save_checkpoint(
+        self, filepath: str | os.PathLike, weights_only: bool = False, storage_options: Any | None = None
+    ) -> None:
+        """Save the full training state (or only the weights) to `filepath`. Call it on every rank: the
+        strategy decides who writes, and every rank returns after the write."""
+        if self._model is None:
+            raise RuntimeError("Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first.")
+        checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
+        self._strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options=storage_options)
+        if not self._in_fit:
+            # Outside fit nothing else will flush an async write: commit it before returning.
+            self._strategy.checkpoint_io.teardown()
+        self._strategy.barrier("Trainer.save_checkpoint")
