@@ -1,9 +1,11 @@
 """A training job for the exact-resume tests: run it fresh, or resume it from a checkpoint, in its own process.
 
-    python exact_resume_job.py ROOT OUT [--ckpt PATH] [--workers N] [--datamodule] [--precision P]
-                               [--early-stopping]
+    python exact_resume_job.py ROOT OUT [--ckpt PATH | --ckpt-list FILE] [--workers N] [--datamodule]
+                               [--precision P] [--early-stopping]
 
-Writes OUT (torch.save): final parameters, optimizer state, and the loss of every training step.
+Writes OUT (torch.save): final parameters, optimizer state, and the loss of every training step. With
+--ckpt-list, resumes from each listed checkpoint in turn (global RNGs scrambled before each, so only
+the checkpoint's own state can make the run exact) and writes OUT as {checkpoint: result}.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class RecordLosses(sp.Callback):
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--ckpt-list")
     p.add_argument("root")
     p.add_argument("out")
     p.add_argument("--ckpt")
@@ -108,7 +111,19 @@ def main() -> None:
     p.add_argument("--early-stopping", action="store_true")
     p.add_argument("--max-epochs", type=int, default=3)
     a = p.parse_args()
+    if a.ckpt_list:
+        results = {}
+        with open(a.ckpt_list) as f:
+            paths = [line.strip() for line in f if line.strip()]
+        for i, path in enumerate(paths):
+            a.ckpt = path
+            results[path] = run(a, f"{a.root}/resume-{i}", scramble=1000 + i)
+        torch.save(results, a.out)
+    else:
+        torch.save(run(a, a.root), a.out)
 
+
+def run(a: argparse.Namespace, root: str, scramble: int | None = None) -> dict:
     torch.manual_seed(1234)
     np.random.seed(1234)
     random.seed(1234)
@@ -116,16 +131,20 @@ def main() -> None:
     recorder = RecordLosses()
     callbacks: list[sp.Callback] = [
         recorder,
-        ModelCheckpoint(dirpath=f"{a.root}/ckpts", every_n_train_steps=1, save_top_k=-1,
+        ModelCheckpoint(dirpath=f"{root}/ckpts", every_n_train_steps=1, save_top_k=-1,
                         filename="{epoch}-{step}"),
         # after every validation (mid-epoch ones too): these land mid gradient-accumulation
-        ModelCheckpoint(dirpath=f"{a.root}/ckpts", save_top_k=-1, filename="val-{epoch}-{step}"),
+        ModelCheckpoint(dirpath=f"{root}/ckpts", save_top_k=-1, filename="val-{epoch}-{step}"),
     ]
+    if scramble is not None:
+        torch.manual_seed(scramble)
+        np.random.seed(scramble)
+        random.seed(scramble)
     if a.early_stopping:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=1, min_delta=0.5))
     trainer = sp.Trainer(
         max_epochs=a.max_epochs,
-        default_root_dir=a.root,
+        default_root_dir=root,
         accumulate_grad_batches=3,
         val_check_interval=0.5,
         callbacks=callbacks,
@@ -139,17 +158,14 @@ def main() -> None:
         train = DataLoader(NoisyDataset(62, seed=1), batch_size=4, shuffle=True, num_workers=a.workers)
         val = DataLoader(NoisyDataset(20, seed=2), batch_size=5)
         trainer.fit(model, train, val, ckpt_path=a.ckpt)
-    torch.save(
-        {
-            "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": trainer.optimizers[0].state_dict(),
-            "losses": recorder.losses,
-            "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
-            "stopped_epoch": getattr(trainer.early_stopping_callback, "stopped_epoch", None),
-        },
-        a.out,
-    )
+    return {
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": trainer.optimizers[0].state_dict(),
+        "losses": recorder.losses,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "stopped_epoch": getattr(trainer.early_stopping_callback, "stopped_epoch", None),
+    }
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class ModelCheckpoint(Checkpoint):
             filepath = deprecated["filepath"]
             if filepath is not None:
                 filepath = os.fspath(filepath)
-                if os.path.isdir(filepath) or filepath.endswith(os.sep) or "." not in os.path.basename(filepath):
+                if os.path.isdir(filepath) or filepath.endswith(os.sep):
                     dirpath = dirpath or filepath
                 else:
                     dirpath = dirpath or os.path.dirname(filepath) or "."

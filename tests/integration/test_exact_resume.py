@@ -1,0 +1,107 @@
+"""Exact resume: every checkpoint a run wrote, resumed in a new process, ends bit-identical on CPU.
+
+The run: shuffled data, dropout, numpy/python RNG in the step, a per-step LR scheduler,
+accumulate_grad_batches=3, val_check_interval=0.5, a checkpoint after every optimizer step and after
+every validation (mid-epoch validations land mid gradient-accumulation), three epochs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+JOB = Path(__file__).with_name("exact_resume_job.py")
+
+
+def _run(*args: str) -> None:
+    proc = subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _assert_exact(reference: dict, resumed: dict, label: str) -> None:
+    assert resumed["global_step"] == reference["global_step"], label
+    for name, value in reference["params"].items():
+        assert torch.equal(value, resumed["params"][name]), f"{label}: parameter {name} differs"
+    assert _equal(reference["optimizer"], resumed["optimizer"]), f"{label}: optimizer state differs"
+    n = len(resumed["losses"])
+    assert n > 0 or resumed["global_step"] == reference["global_step"], label
+    assert resumed["losses"] == reference["losses"][len(reference["losses"]) - n :], f"{label}: logged losses differ"
+
+
+def _full_run(tmp_path: Path, *variant: str) -> tuple[dict, list[str]]:
+    _run(str(tmp_path / "full"), str(tmp_path / "full.pt"), *variant)
+    reference = torch.load(tmp_path / "full.pt", weights_only=False)
+    return reference, sorted(glob.glob(str(tmp_path / "full" / "ckpts" / "*.ckpt")))
+
+
+def _resume_all(tmp_path: Path, checkpoints: list[str], *variant: str) -> dict:
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(checkpoints))
+    _run(str(tmp_path / "resumed"), str(tmp_path / "resumed.pt"), "--ckpt-list", str(listing), *variant)
+    return torch.load(tmp_path / "resumed.pt", weights_only=False)
+
+
+def _phases(checkpoints: list[str]) -> list[dict]:
+    return [torch.load(c, weights_only=True)["loops"]["fit_loop"] for c in checkpoints]
+
+
+def test_exact_resume_from_every_checkpoint(tmp_path):
+    reference, checkpoints = _full_run(tmp_path)
+    loops = _phases(checkpoints)
+    # the run wrote every kind of checkpoint the promise is about
+    assert any(s["phase"] == "after_batch" and 0 < s["batches_done"] < 16 for s in loops)  # mid-epoch
+    assert any(s["batches_done"] == 16 for s in loops)  # end of epoch
+    assert any(s["phase"] == "batches" and s["batches_done"] == 8 for s in loops)  # right after mid-epoch val
+    assert any(s["accumulated"] > 0 for s in loops)  # mid gradient accumulation
+    results = _resume_all(tmp_path, checkpoints)
+    assert len(results) == len(checkpoints) >= 20
+    for path, resumed in results.items():
+        _assert_exact(reference, resumed, os.path.basename(path))
+
+
+def test_exact_resume_each_in_a_fresh_process(tmp_path):
+    reference, checkpoints = _full_run(tmp_path)
+    by_name = {os.path.basename(c): c for c in checkpoints}
+    chosen = ["val-epoch=1-step=8.ckpt", "epoch=0-step=3.ckpt", "epoch=1-step=12.ckpt"]  # mid-accum, mid-epoch, end
+    for name in chosen:
+        _run(str(tmp_path / name), str(tmp_path / f"{name}.pt"), "--ckpt", by_name[name])
+        _assert_exact(reference, torch.load(tmp_path / f"{name}.pt", weights_only=False), name)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [("--workers", "2"), ("--datamodule",), ("--precision", "bf16-mixed")],
+    ids=["num_workers=2", "stateful-datamodule", "bf16-mixed"],
+)
+def test_exact_resume_variants(tmp_path, variant):
+    reference, checkpoints = _full_run(tmp_path, *variant)
+    chosen = checkpoints[::3]  # a third of them, spread over every phase, keeps the suite quick
+    results = _resume_all(tmp_path, chosen, *variant)
+    for path, resumed in results.items():
+        _assert_exact(reference, resumed, f"{variant} {os.path.basename(path)}")
+
+
+def test_exact_resume_early_stopping_stops_at_the_same_epoch(tmp_path):
+    variant = ("--early-stopping", "--max-epochs", "8")
+    reference, checkpoints = _full_run(tmp_path, *variant)
+    assert reference["epoch"] < 8, "the scenario must stop early"
+    results = _resume_all(tmp_path, checkpoints[::4], *variant)
+    for path, resumed in results.items():
+        assert resumed["stopped_epoch"] == reference["stopped_epoch"], os.path.basename(path)
+        _assert_exact(reference, resumed, os.path.basename(path))
