@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import pickle
@@ -21,13 +22,21 @@ from savepoint.checkpoint.errors import (
 )
 from savepoint.plugins.io._fs import (
     fsync_dir,
-    fsync_file,
     get_fs,
     is_local,
     sweep_stale_temps,
     temp_name_for,
 )
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+
+
+def _root_os_error(err: BaseException) -> OSError | None:
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return None
 
 
 def _is_cpu_location(map_location: Any) -> bool:
@@ -116,17 +125,25 @@ class TorchCheckpointIO(CheckpointIO):
             self._active.add(tmp)
             sweep_stale_temps(folder, self._active)
         try:
-            torch.save(checkpoint, str(tmp))
-            fsync_file(tmp)
+            # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
+            # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
+            with open(tmp, "xb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, final)
             fsync_dir(folder)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(err, Exception):
+                cause = _root_os_error(err)
+                hint = ""
+                if cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    hint = " The disk is full (or a file size limit was hit): free space or choose another folder."
                 raise CheckpointWriteError(
-                    f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the file previously at "
-                    f"that path, if any, is intact.",
+                    f"saving checkpoint {shown!r} failed ({type(cause or err).__name__}: {cause or err}); the file "
+                    f"previously at that path, if any, is intact.{hint}",
                     shown,
                 ) from err
             raise

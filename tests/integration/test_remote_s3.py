@@ -1,0 +1,59 @@
+"""s3:// checkpoints against a real S3-compatible server (moto) started on 127.0.0.1 by the test."""
+
+from __future__ import annotations
+
+import socket
+
+import fsspec
+import pytest
+import torch
+from helpers import TinyModel, loaders, quiet_trainer
+
+import savepoint as sp
+
+moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("s3fs")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mp.setitem(fsspec.config.conf, "s3", {"client_kwargs": {"endpoint_url": endpoint}})
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("ckpts")
+    yield endpoint
+    mp.undo()
+    server.stop()
+
+
+def _fs():
+    return fsspec.filesystem("s3", skip_instance_cache=True)
+
+
+def test_s3_training_checkpoints_resume_and_load(s3_endpoint):
+    train, val = loaders()
+    cb = sp.ModelCheckpoint(dirpath="s3://ckpts/run1", save_top_k=1, save_last=True)
+    quiet_trainer(max_epochs=2, callbacks=[cb]).fit(TinyModel(), train, val)
+    names = sorted(p.rsplit("/", 1)[1] for p in _fs().ls("ckpts/run1", detail=False, refresh=True))
+    assert names == ["epoch=1-step=16.ckpt", "last.ckpt"]  # epoch 0 removed through the CheckpointIO
+
+    trainer = quiet_trainer(max_epochs=3, callbacks=[sp.ModelCheckpoint(dirpath="s3://ckpts/run1", save_last=True)])
+    trainer.fit(TinyModel(), train, val, ckpt_path="s3://ckpts/run1/last.ckpt")
+    assert trainer.global_step == 24
+    model = TinyModel.load_from_checkpoint("s3://ckpts/run1/last.ckpt")
+    ckpt = sp.TorchCheckpointIO().load_checkpoint("s3://ckpts/run1/last.ckpt")
+    assert torch.equal(model.net[0].weight, ckpt["state_dict"]["net.0.weight"])
+
+
+def test_s3_missing_object_is_a_typed_error(s3_endpoint):
+    with pytest.raises(sp.CheckpointNotFoundError, match="s3://ckpts/none.ckpt"):
+        sp.TorchCheckpointIO().load_checkpoint("s3://ckpts/none.ckpt")
