@@ -293,10 +293,11 @@ class ModelCheckpoint(Checkpoint):
     # -- which and where ------------------------------------------------------------------------------------
 
     def _monitor_candidates(self, trainer: Trainer) -> dict[str, Any]:
-        candidates = dict(trainer.callback_metrics)
+        candidates = {k: v.detach().cpu() for k, v in trainer.callback_metrics.items()}
         candidates["epoch"] = torch.tensor(trainer.current_epoch)
         candidates["step"] = torch.tensor(trainer.global_step)
-        return candidates
+        # Every rank decides from rank 0's values, so names, top-k and removals agree everywhere.
+        return trainer.strategy.broadcast(candidates)
 
     def format_checkpoint_name(
         self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None

@@ -45,6 +45,10 @@ _ALLOWED_GLOBALS = {
     ("copyreg", "_reconstructor"),
     ("builtins", "object"),
     ("enum", "Enum"),
+    ("torch.serialization", "_get_layout"),  # rebuilds a torch.layout from its name
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "Path"),
 }
 
 

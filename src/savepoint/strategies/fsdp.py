@@ -24,7 +24,7 @@ from torch import nn
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointWriteError
-from savepoint.checkpoint.sharded import META_FILE, SHARDED_KEYS, is_sharded_checkpoint
+from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE, SHARDED_KEYS, is_sharded_checkpoint
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.strategies.ddp import DDPStrategy
 
@@ -113,10 +113,8 @@ class FSDPStrategy(DDPStrategy):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
         if self._loaded_from_sharded is not None:
-            from savepoint.checkpoint.sharded import load_dcp
-
             target = {"state_dict": get_model_state_dict(self._model, options=self._options(False))}
-            load_dcp(target, self._loaded_from_sharded)
+            self.checkpoint_io.load_sharded(target, self._loaded_from_sharded)
             set_model_state_dict(self._model, target["state_dict"], options=self._options(False))
             return
         set_model_state_dict(self._model, dict(state_dict), options=self._options(True))
@@ -125,13 +123,11 @@ class FSDPStrategy(DDPStrategy):
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
         if self._loaded_from_sharded is not None:
-            from savepoint.checkpoint.sharded import load_dcp
-
             index = self.trainer.optimizers.index(optimizer) if self.trainer is not None else 0
             template = get_optimizer_state_dict(self._model, optimizer, options=self._options(False))
             tensors = _tensor_part(template)
             target = {"optimizer_states": {str(index): tensors}}
-            load_dcp(target, self._loaded_from_sharded)
+            self.checkpoint_io.load_sharded(target, self._loaded_from_sharded)
             merged = _merge(template, target["optimizer_states"][str(index)])
             merged["param_groups"] = state.get("param_groups", merged.get("param_groups"))
             set_optimizer_state_dict(self._model, optimizer, merged, options=self._options(False))
@@ -155,7 +151,7 @@ class FSDPStrategy(DDPStrategy):
         if self.state_dict_type == "full":
             super().save_checkpoint(checkpoint, filepath, storage_options)
             return
-        path = _sharded_path(filepath)
+        path = filepath  # a folder at the name ModelCheckpoint reports, so best/last paths point at it
         meta = {k: v for k, v in checkpoint.items() if k not in SHARDED_KEYS}
         meta[fmt.STATE_DICT] = {}
         if fmt.OPTIMIZER_STATES in checkpoint:
@@ -182,21 +178,18 @@ class FSDPStrategy(DDPStrategy):
         error = self.broadcast(error)
         if error is not None:
             raise CheckpointWriteError(f"saving sharded checkpoint {path!r} failed on rank 0: {error}", path)
-        local = None
+        from torch.distributed.checkpoint.api import CheckpointException
+
         try:
             self.checkpoint_io.save_sharded(sharded, path, process_group=None)
-        except Exception as err:
-            local = f"rank {self.global_rank}: {type(err).__name__}: {err}"
-        errors = [e for e in self.all_gather_object(local) if e is not None]
-        if errors:
-            raise CheckpointWriteError(f"saving sharded checkpoint {path!r} failed on {'; '.join(errors)}", path)
-
-    def remove_checkpoint(self, filepath: str) -> None:
-        super().remove_checkpoint(_sharded_path(filepath) if self.state_dict_type == "sharded" else filepath)
-
-
-def _sharded_path(filepath: str) -> str:
-    return filepath[: -len(".ckpt")] if filepath.endswith(".ckpt") else filepath
+        except CheckpointException as err:
+            # DCP gathered the failure from the failing rank(s) and raised it on every rank.
+            failures = "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in sorted(err.failures.items()))
+            raise CheckpointWriteError(
+                f"saving sharded checkpoint {path!r} failed on {failures}; it has no {COMMIT_FILE} and is not a "
+                f"checkpoint.",
+                path,
+            ) from err
 
 
 def _tensor_part(optimizer_state: dict[str, Any]) -> dict[str, Any]:

@@ -158,7 +158,7 @@ class FitLoop:
         self.data.set_epoch(self.pos.epoch)
         self.pos.batches_done = 0
         self.pos.accumulated = 0
-        self.pos.data = self.data.describe()
+        self.pos.data = {**self.data.describe(), "world_size": t.world_size}
         t._metrics.reset_stage("train")
         t._call("on_train_epoch_start")
         # The data order of this epoch is drawn from this state; a resume re-creates it from here.
@@ -307,18 +307,25 @@ class FitLoop:
     # -- resume checks ---------------------------------------------------------------------------------------
 
     def _check_data_unchanged(self) -> None:
+        """Warn when the data the position refers to changed; remap the position to the new epoch length."""
         assert self.data is not None
-        now = self.data.describe()
+        now = {**self.data.describe(), "world_size": self.trainer.world_size}
         saved = self.pos.data
-        if self.pos.phase in ("epoch_start",) or not saved:
+        if self.pos.phase == "epoch_start" or not saved:
             return
         changed = {k: (saved.get(k), v) for k, v in now.items() if k in saved and saved.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
-            warnings.warn(
-                f"resuming mid-epoch with different training data ({what}): exact resume is no longer possible; "
-                f"training continues from batch {self.pos.batches_done} of the new epoch order.",
-                UserWarning,
-                stacklevel=3,
-            )
-            self.pos.exact = False
+        if not changed:
+            return
+        old_len, new_len = saved.get("num_batches", -1), now["num_batches"]
+        done = self.pos.batches_done
+        if old_len > 0 and new_len > 0 and (done >= old_len or "world_size" in changed):
+            # A finished epoch stays finished; under another world size the same share of the data is done.
+            self.pos.batches_done = new_len if done >= old_len else int(done * new_len / old_len)
+        what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        warnings.warn(
+            f"resuming mid-epoch with different training data ({what}): exact resume is no longer possible; "
+            f"training continues from batch {self.pos.batches_done} of {new_len} of the new epoch order.",
+            UserWarning,
+            stacklevel=3,
+        )
+        self.pos.exact = False

@@ -103,6 +103,8 @@ class TorchCheckpointIO(CheckpointIO):
     atomic on object stores.
     """
 
+    supports_sharded = True
+
     def __init__(self) -> None:
         self._active: set[Path] = set()
         self._lock = threading.Lock()
@@ -179,3 +181,15 @@ class TorchCheckpointIO(CheckpointIO):
                 os.unlink(inner)
             else:
                 fs.rm(inner, recursive=True)
+
+    def save_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+        """Every rank writes its shards (``torch.distributed.checkpoint``); ``.metadata`` is written last."""
+        from savepoint.checkpoint.sharded import save_dcp
+
+        save_dcp(state, path, process_group)
+
+    def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+        """Fill `state` in place from a sharded folder, resharding to this world size; never runs code."""
+        from savepoint.checkpoint.sharded import load_dcp
+
+        load_dcp(state, path, process_group)
