@@ -22,11 +22,13 @@ from savepoint.checkpoint.errors import (
 )
 from savepoint.plugins.io._fs import (
     fsync_dir,
+    fsync_file as fsync_path,
     get_fs,
     is_local,
     sweep_stale_temps,
     temp_name_for,
 )
+from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 
@@ -130,9 +132,11 @@ class TorchCheckpointIO(CheckpointIO):
             # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
             # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
             with open(tmp, "xb") as f:
-                torch.save(checkpoint, f)
+                with crc_disabled():
+                    torch.save(checkpoint, f)
                 f.flush()
-                os.fsync(f.fileno())
+            fill_crc32(tmp)  # zlib.crc32 releases the GIL; torch's own CRC pass does not
+            fsync_path(tmp)
             os.replace(tmp, final)
             fsync_dir(folder)
         except BaseException as err:
