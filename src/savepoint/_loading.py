@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
@@ -74,6 +73,8 @@ def build_from_hparams(
 
 
 def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):

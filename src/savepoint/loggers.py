@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from savepoint.hparams import to_plain
 
 
@@ -87,6 +85,8 @@ class CSVLogger(Logger):
         return os.path.join(self.root_dir, folder)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        import yaml
+
         self._hparams.update(to_plain(dict(params)))
         os.makedirs(self.log_dir, exist_ok=True)
         tmp = os.path.join(self.log_dir, f".{self.NAME_HPARAMS_FILE}.tmp")

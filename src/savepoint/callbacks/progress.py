@@ -5,18 +5,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
 from savepoint.callbacks.callback import Callback
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
 
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -42,6 +43,9 @@ class RichProgressBar(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if not trainer.is_global_zero:
             return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self._progress = Progress(
             TextColumn("[bold]Epoch {task.fields[epoch]}"),
             BarColumn(),

@@ -21,10 +21,9 @@ import os
 import pickle
 from typing import Any
 
+import functools
+
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from savepoint.checkpoint.errors import CorruptCheckpointError, UnsafeCheckpointError
 
@@ -63,38 +62,52 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in checkpoint metadata")
 
 
-class SafeFileSystemReader(FileSystemReader):
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
-        path = self._get_metadata_path(kwargs.get("rank"))
-        with self.fs.create_stream(path, "rb") as f:
-            try:
-                metadata = _RestrictedUnpickler(f).load()
-            except pickle.UnpicklingError as err:
-                raise UnsafeCheckpointError(
-                    f"{str(self.path)!r}: its {COMMIT_FILE} holds objects a checkpoint may not hold ({err}); refused, "
-                    f"never executed.",
-                    str(self.path),
-                ) from err
-        from torch.distributed.checkpoint.metadata import StorageMeta
+@functools.cache
+def _safe_classes() -> tuple[type, type]:
+    """DCP's reader and planner with restricted loading. Built on first use: importing
+    ``torch.distributed.checkpoint`` costs about a second, which ``import savepoint`` should not pay."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+    from torch.distributed.checkpoint.metadata import StorageMeta
 
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+    class SafeFileSystemReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            path = self._get_metadata_path(kwargs.get("rank"))
+            with self.fs.create_stream(path, "rb") as f:
+                try:
+                    metadata = _RestrictedUnpickler(f).load()
+                except pickle.UnpicklingError as err:
+                    raise UnsafeCheckpointError(
+                        f"{str(self.path)!r}: its {COMMIT_FILE} holds objects a checkpoint may not hold ({err}); "
+                        f"refused, never executed.",
+                        str(self.path),
+                    ) from err
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class SafeLoadPlanner(DefaultLoadPlanner):
+        """Non-tensor items are loaded weights-only."""
+
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                from torch.distributed.checkpoint._traverse import set_element
+
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return SafeFileSystemReader, SafeLoadPlanner
 
 
-class SafeLoadPlanner(DefaultLoadPlanner):
-    """Non-tensor items are loaded weights-only."""
+def SafeFileSystemReader(path: str | os.PathLike) -> Any:  # noqa: N802 - a class, built lazily
+    return _safe_classes()[0](path)
 
-    def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
-        obj = torch.load(value, weights_only=True)
-        if self.flatten_state_dict:
-            from torch.distributed.checkpoint._nested_dict import set_element  # noqa: F401
-            from torch.distributed.checkpoint._traverse import set_element as _set
 
-            _set(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-        else:
-            self.state_dict[read_item.dest_index.fqn] = obj
+def SafeLoadPlanner() -> Any:  # noqa: N802 - a class, built lazily
+    return _safe_classes()[1]()
 
 
 def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
@@ -171,9 +184,13 @@ def _fill_optimizer(template: dict[str, Any], tensors: dict[str, Any]) -> dict[s
 
 
 def save_dcp(state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+    import torch.distributed.checkpoint as dcp
+
     dcp.save(state, checkpoint_id=path, process_group=process_group)
 
 
 def load_dcp(state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
+    import torch.distributed.checkpoint as dcp
+
     dcp.load(state, checkpoint_id=path, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner(),
              process_group=process_group)  # fmt: skip

@@ -66,6 +66,7 @@ class FitLoop:
         self._resume_rng: dict[str, Any] | None = None
         self._resume_grads: dict[str, torch.Tensor] | None = None
         self._iterator: Any = None
+        self._window_has_grad = False  # a backward ran since the last optimizer step
         self._t_start = 0.0
         self._elapsed_before = 0.0
 
@@ -186,6 +187,7 @@ class FitLoop:
             for name, p in module.named_parameters():
                 if name in self._resume_grads:
                     p.grad = self._resume_grads[name].to(p.device, p.dtype)
+                    self._window_has_grad = True
         self._resume_grads = None
         if self.pos.phase == "after_batch":
             self._post_batch(self.pos.batches_done - 1)
@@ -237,6 +239,7 @@ class FitLoop:
                 loss = loss / cfg.accumulate_grad_batches
             t._call("on_before_backward", loss)
             t._precision.backward(loss)
+            self._window_has_grad = True
             t._call("on_after_backward")
         window_closed = self.pos.accumulated >= cfg.accumulate_grad_batches or is_last
         if window_closed:
@@ -246,11 +249,11 @@ class FitLoop:
     def _optimizer_step(self) -> None:
         t = self.trainer
         cfg = t._cfg
-        params = [p for p in t.training_module.parameters() if p.grad is not None]
-        if not params:
+        if not self._window_has_grad:  # every training_step of the window returned None: nothing to apply
             for opt in t.optimizers:
                 opt.zero_grad(set_to_none=True)
             return
+        self._window_has_grad = False
         for opt in t.optimizers:
             t._precision.unscale(opt)
             t._call("on_before_optimizer_step", opt)
