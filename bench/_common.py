@@ -19,7 +19,9 @@ def flush_page_cache() -> None:
         pass
 
 
-def median_time(fn: Callable[[], object], repeat: int = 3, setup: Callable[[], object] | None = None) -> float:
+def median_time(
+    fn: Callable[[], object], repeat: int = 3, setup: Callable[[], object] | None = None
+) -> float:
     times = []
     for _ in range(repeat):
         if setup is not None:

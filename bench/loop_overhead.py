@@ -22,9 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table  # noqa: E402
+from _common import table
 
-import savepoint as sp  # noqa: E402
+import savepoint as sp
 
 
 def make_model() -> nn.Module:
@@ -73,8 +73,13 @@ def with_trainer(steps: int, everything_on: bool, root: str) -> float:
     if everything_on:
         trainer = sp.Trainer(max_epochs=1, default_root_dir=root, num_sanity_val_steps=0)
     else:
-        trainer = sp.Trainer(max_epochs=1, enable_progress_bar=False, logger=False, enable_checkpointing=False,
-                             num_sanity_val_steps=0)  # fmt: skip
+        trainer = sp.Trainer(
+            max_epochs=1,
+            enable_progress_bar=False,
+            logger=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+        )
     t0 = time.perf_counter()
     trainer.fit(model, loader)
     return (time.perf_counter() - t0) / steps
@@ -83,8 +88,16 @@ def with_trainer(steps: int, everything_on: bool, root: str) -> float:
 def import_time(module: str, repeat: int) -> float:
     times = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", f"import time; t=time.perf_counter(); import {module}; "
-                              "print(time.perf_counter()-t)"], capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import time; t=time.perf_counter(); import {module}; print(time.perf_counter()-t)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 
@@ -110,13 +123,28 @@ def main() -> None:
     t_sp = import_time("savepoint", 5)
     table(
         [
-            ("Trainer step (no bar/logger/ckpt)", f"{t_bare * 1e6:.0f} us", f"{t_hand * 1e6:.0f} us hand loop",
-             f"{t_bare / t_hand:.2f}x", "<= 1.30x"),
-            ("Trainer step (all defaults on)", f"{t_full * 1e6:.0f} us", f"{t_hand * 1e6:.0f} us hand loop",
-             f"{t_full / t_hand:.2f}x", "(for information)"),
-            ("import savepoint", f"{t_sp:.2f} s", f"{t_torch:.2f} s import torch", f"+{t_sp - t_torch:.2f} s",
-             "<= +0.30 s"),
-        ],  # fmt: skip
+            (
+                "Trainer step (no bar/logger/ckpt)",
+                f"{t_bare * 1e6:.0f} us",
+                f"{t_hand * 1e6:.0f} us hand loop",
+                f"{t_bare / t_hand:.2f}x",
+                "<= 1.30x",
+            ),
+            (
+                "Trainer step (all defaults on)",
+                f"{t_full * 1e6:.0f} us",
+                f"{t_hand * 1e6:.0f} us hand loop",
+                f"{t_full / t_hand:.2f}x",
+                "(for information)",
+            ),
+            (
+                "import savepoint",
+                f"{t_sp:.2f} s",
+                f"{t_torch:.2f} s import torch",
+                f"+{t_sp - t_torch:.2f} s",
+                "<= +0.30 s",
+            ),
+        ],
         ("what", "savepoint", "reference", "ratio", "budget"),
     )
 

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import PeakRSS, flush_page_cache, median_time, table  # noqa: E402
+from _common import PeakRSS, flush_page_cache, median_time, table
 
-import savepoint as sp  # noqa: E402
-from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO  # noqa: E402
+import savepoint as sp
+from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 
 
 class Big(sp.TrainingModule):
@@ -92,15 +92,29 @@ def main() -> None:
     io = TorchCheckpointIO()
     t_ref = median_time(lambda: torch_save_fsync(ckpt, ref_path), a.repeat, flush_page_cache)
     t_ours = median_time(lambda: io.save_checkpoint(ckpt, our_path), a.repeat, flush_page_cache)
-    rows.append(("sync save (atomic, fsync)", f"{t_ours:.3f} s", f"{t_ref:.3f} s  torch.save+fsync",
-                 f"{t_ours / t_ref:.2f}x", "<= 1.10x"))  # fmt: skip
+    rows.append(
+        (
+            "sync save (atomic, fsync)",
+            f"{t_ours:.3f} s",
+            f"{t_ref:.3f} s  torch.save+fsync",
+            f"{t_ours / t_ref:.2f}x",
+            "<= 1.10x",
+        )
+    )
 
     # 2. extra memory while saving (sync)
     flush_page_cache()
     with PeakRSS() as peak:
         io.save_checkpoint(ckpt, our_path)
-    rows.append(("extra memory, sync save", f"{peak.extra / 1e6:.1f} MB", f"{size / 1e6:.0f} MB checkpoint",
-                 f"{peak.extra / size:.1%}", "< 5%"))  # fmt: skip
+    rows.append(
+        (
+            "extra memory, sync save",
+            f"{peak.extra / 1e6:.1f} MB",
+            f"{size / 1e6:.0f} MB checkpoint",
+            f"{peak.extra / size:.1%}",
+            "< 5%",
+        )
+    )
 
     # 3. async: time training is blocked vs one copy_ into warm buffers
     warm = {k: torch.empty_like(v) for k, v in _flat(ckpt).items()}
@@ -121,8 +135,15 @@ def main() -> None:
         blocked.append(time.perf_counter() - t0)
         aio.wait()
     t_blocked = sorted(blocked)[len(blocked) // 2]
-    rows.append(("async save: training blocked", f"{t_blocked:.3f} s", f"{t_copy:.3f} s  one copy_ (warm)",
-                 f"{t_blocked / t_copy:.2f}x", "<= 2.00x"))  # fmt: skip
+    rows.append(
+        (
+            "async save: training blocked",
+            f"{t_blocked:.3f} s",
+            f"{t_copy:.3f} s  one copy_ (warm)",
+            f"{t_blocked / t_copy:.2f}x",
+            "<= 2.00x",
+        )
+    )
 
     # 4. extra memory, async (its host buffers are one checkpoint's worth)
     aio.teardown()
@@ -131,8 +152,15 @@ def main() -> None:
     with PeakRSS() as peak:
         aio2.save_checkpoint(ckpt, os.path.join(folder, "async-mem.ckpt"))
         aio2.wait()
-    rows.append(("extra memory, async save", f"{peak.extra / 1e6:.1f} MB", f"{size / 1e6:.0f} MB checkpoint",
-                 f"{peak.extra / size:.2f}x", "<= 1 checkpoint"))  # fmt: skip
+    rows.append(
+        (
+            "extra memory, async save",
+            f"{peak.extra / 1e6:.1f} MB",
+            f"{size / 1e6:.0f} MB checkpoint",
+            f"{peak.extra / size:.2f}x",
+            "<= 1 checkpoint",
+        )
+    )
 
     # 5. a background write slowing the training steps that run meanwhile
     x = torch.randn(64, 4096)
@@ -154,14 +182,22 @@ def main() -> None:
         during.append(time.perf_counter() - t0)
     aio2.teardown()
     t_during = sorted(during)[len(during) // 2] if during else t_step
-    rows.append(("train step during a background write", f"{t_during * 1e3:.1f} ms",
-                 f"{t_step * 1e3:.1f} ms  without a write", f"{t_during / t_step:.2f}x", "<= 1.20x"))  # fmt: skip
+    rows.append(
+        (
+            "train step during a background write",
+            f"{t_during * 1e3:.1f} ms",
+            f"{t_step * 1e3:.1f} ms  without a write",
+            f"{t_during / t_step:.2f}x",
+            "<= 1.20x",
+        )
+    )
 
     # 6. load_from_checkpoint vs torch.load(mmap=True) + load_state_dict(assign=True); both read every parameter
     full = {**ckpt, "format_version": 1}
     io.save_checkpoint(full, our_path)
     torch_save_fsync(full, ref_path)
-    del opt, ckpt, full, warm
+    del opt
+    ckpt = full = warm = None  # free the memory before the load measurements
     width, depth = model.hparams.width, model.hparams.depth
     del model
 
@@ -177,8 +213,15 @@ def main() -> None:
 
     t_ref_load = median_time(ref_load, a.repeat, flush_page_cache)
     t_our_load = median_time(our_load, a.repeat, flush_page_cache)
-    rows.append(("load_from_checkpoint (+ read all)", f"{t_our_load:.3f} s",
-                 f"{t_ref_load:.3f} s  mmap load + assign", f"{t_our_load / t_ref_load:.2f}x", "<= 1.20x"))  # fmt: skip
+    rows.append(
+        (
+            "load_from_checkpoint (+ read all)",
+            f"{t_our_load:.3f} s",
+            f"{t_ref_load:.3f} s  mmap load + assign",
+            f"{t_our_load / t_ref_load:.2f}x",
+            "<= 1.20x",
+        )
+    )
 
     table(rows, ("what", "savepoint", "reference", "ratio", "budget"))
     for name in os.listdir(folder):

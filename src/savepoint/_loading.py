@@ -37,7 +37,12 @@ def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def build_from_hparams(
-    cls: type, checkpoint: Mapping[str, Any], hparams_key: str, name_key: str, path: str, kwargs: dict[str, Any]
+    cls: type,
+    checkpoint: Mapping[str, Any],
+    hparams_key: str,
+    name_key: str,
+    path: str,
+    kwargs: dict[str, Any],
 ) -> Any:
     """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
     hparams = decode(dict(checkpoint.get(hparams_key) or {}))
@@ -78,11 +83,15 @@ def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}")
+        raise ValueError(
+            f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}"
+        )
     return data
 
 
-def describe_mismatch(module: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool, path: str) -> None:
+def describe_mismatch(
+    module: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool, path: str
+) -> None:
     """Raise `StateMismatchError` listing the first mismatched keys, if the weights do not fit."""
     own = module.state_dict()
     shape_errors = [
@@ -102,11 +111,17 @@ def describe_mismatch(module: torch.nn.Module, state_dict: Mapping[str, Any], st
     if problems:
         hint = (
             "Build the module with the hyperparameters it was trained with"
-            + ("" if not strict or not (missing or unexpected) else ", or pass strict=False to skip absent keys")
+            + (
+                ""
+                if not strict or not (missing or unexpected)
+                else ", or pass strict=False to skip absent keys"
+            )
             + "."
         )
         raise StateMismatchError(
-            f"the weights in {path!r} do not fit {type(module).__name__}: " + " | ".join(problems) + f". {hint}",
+            f"the weights in {path!r} do not fit {type(module).__name__}: "
+            + " | ".join(problems)
+            + f". {hint}",
             path,
         )
 

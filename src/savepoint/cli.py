@@ -1,11 +1,11 @@
 """``savepoint``: inspect, verify, convert and upgrade checkpoints from the shell.
 
-    savepoint inspect PATH [--json]          what is inside: versions, position, tensors, callbacks
-    savepoint verify PATH...                 CRC32 of every record + a weights-only load; exit 1 on failure
-    savepoint convert SRC DST [--weights-only] [--trust-pickle]
-                                             sharded folder -> one .ckpt; strip training state; re-save a
-                                             trusted pickle-bearing file in the safe format
-    savepoint upgrade PATH [-o OUT]          rewrite at the current format version (atomically)
+savepoint inspect PATH [--json]          what is inside: versions, position, tensors, callbacks
+savepoint verify PATH...                 CRC32 of every record + a weights-only load; exit 1 on failure
+savepoint convert SRC DST [--weights-only] [--trust-pickle]
+                                         sharded folder -> one .ckpt; strip training state; re-save a
+                                         trusted pickle-bearing file in the safe format
+savepoint upgrade PATH [-o OUT]          rewrite at the current format version (atomically)
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def _summary(path: str) -> dict[str, Any]:
         "epoch": ckpt.get(fmt.EPOCH),
         "global_step": ckpt.get(fmt.GLOBAL_STEP),
         "weights_only": fmt.is_weights_only(ckpt),
-        "position": {k: loop.get(k) for k in ("phase", "epoch", "batches_done", "accumulated", "exact") if k in loop},
+        "position": {
+            k: loop.get(k) for k in ("phase", "epoch", "batches_done", "accumulated", "exact") if k in loop
+        },
         "parameters": {"tensors": n, "bytes": size},
         "optimizers": len(ckpt.get(fmt.OPTIMIZER_STATES, []) or []),
         "lr_schedulers": len(ckpt.get(fmt.LR_SCHEDULERS, []) or []),
@@ -101,8 +103,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for path in args.paths:
         report = verify_checkpoint(path)
         if report.ok:
-            console.print(f"[green]OK[/green]   {path}  ({report.kind}, {report.records} records, "
-                          f"{report.bytes / 1e6:.2f} MB, format {report.format_version})")  # fmt: skip
+            console.print(
+                f"[green]OK[/green]   {path}  ({report.kind}, {report.records} records, "
+                f"{report.bytes / 1e6:.2f} MB, format {report.format_version})"
+            )
         else:
             failed += 1
             console.print(f"[red]FAIL[/red] {path}")
@@ -115,7 +119,9 @@ def _sanitize(obj: Any, where: str = "checkpoint") -> Any:
     """Plain-data copy of a trusted, pickle-bearing checkpoint (dict subclasses, Namespaces...)."""
     from savepoint.hparams import UnstorableHyperparameter, encode
 
-    if isinstance(obj, torch.Tensor | str | int | float | bool | type(None) | torch.dtype | torch.device | torch.Size):
+    if isinstance(
+        obj, torch.Tensor | str | int | float | bool | type(None) | torch.dtype | torch.device | torch.Size
+    ):
         return obj
     if isinstance(obj, dict):
         return {k: _sanitize(v, f"{where}[{k!r}]") for k, v in obj.items()}
@@ -139,9 +145,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         ckpt = _load(args.src)
     if args.weights_only:
-        keep = (fmt.EPOCH, fmt.GLOBAL_STEP, fmt.STATE_DICT, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME,
-                fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME, fmt.SAVEPOINT_VERSION,
-                fmt.FORMAT_VERSION_KEY)  # fmt: skip
+        keep = (
+            fmt.EPOCH,
+            fmt.GLOBAL_STEP,
+            fmt.STATE_DICT,
+            fmt.HYPER_PARAMETERS,
+            fmt.HPARAMS_NAME,
+            fmt.DATAMODULE_HYPER_PARAMETERS,
+            fmt.DATAMODULE_HPARAMS_NAME,
+            fmt.SAVEPOINT_VERSION,
+            fmt.FORMAT_VERSION_KEY,
+        )
         ckpt = {k: v for k, v in ckpt.items() if k in keep}
         ckpt[fmt.WEIGHTS_ONLY] = True
     from savepoint.trainer.checkpointing import check_weights_only_safe
@@ -165,7 +179,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="savepoint", description="Inspect, verify, convert and upgrade checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="savepoint", description="Inspect, verify, convert and upgrade checkpoints."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="show what a checkpoint holds")
     p.add_argument("path")
@@ -178,8 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--weights-only", action="store_true", help="keep weights and hyperparameters only")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="SRC is trusted: load it with pickle (runs its code) and re-save it as plain data")  # fmt: skip
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="SRC is trusted: load it with pickle (runs its code) and re-save it as plain data",
+    )
     p.set_defaults(func=cmd_convert)
     p = sub.add_parser("upgrade", help="rewrite at the current format version")
     p.add_argument("path")

@@ -32,7 +32,9 @@ class DataModule(HyperparametersMixin):
     def teardown(self, stage: str) -> None: ...
 
     def train_dataloader(self) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement train_dataloader() to be used by fit()")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement train_dataloader() to be used by fit()"
+        )
 
     def val_dataloader(self) -> Any:
         return None

@@ -78,10 +78,17 @@ def encode(value: Any, where: str = "hparams") -> Any:
         return {TAG: "namespace", "value": encode(vars(value), where)}
     if isinstance(value, pathlib.PurePath):
         kind = "windows" if isinstance(value, pathlib.PureWindowsPath) else "posix"
-        return {TAG: "path", "value": str(value), "flavour": kind, "pure": not isinstance(value, pathlib.Path)}
+        return {
+            TAG: "path",
+            "value": str(value),
+            "flavour": kind,
+            "pure": not isinstance(value, pathlib.Path),
+        }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         module, qualname = _qualified(type(value))
-        fields = {f.name: encode(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)}
+        fields = {
+            f.name: encode(getattr(value, f.name), f"{where}.{f.name}") for f in dataclasses.fields(value)
+        }
         return {TAG: "dataclass", "module": module, "qualname": qualname, "fields": fields}
     if isinstance(value, tuple):
         return {TAG: "tuple", "items": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
@@ -292,10 +299,15 @@ class HyperparametersMixin:
             values = dict(init_args)
             # A single Namespace/dict argument (document 004's `hparams`) is the hyperparameters themselves.
             if len(values) == 1:
-                (only_name, only_value), = values.items()
-                if isinstance(only_value, argparse.Namespace | MutableMapping) and only_name not in ignore_set:
+                ((only_name, only_value),) = values.items()
+                if (
+                    isinstance(only_value, argparse.Namespace | MutableMapping)
+                    and only_name not in ignore_set
+                ):
                     name = only_name
-                    values = dict(vars(only_value) if isinstance(only_value, argparse.Namespace) else only_value)
+                    values = dict(
+                        vars(only_value) if isinstance(only_value, argparse.Namespace) else only_value
+                    )
         for key in ignore_set:
             values.pop(key, None)
         object.__setattr__(self, "_hparams_name", name)

@@ -40,7 +40,9 @@ class CSVLogger(Logger):
     NAME_HPARAMS_FILE = "hparams.yaml"
     NAME_METRICS_FILE = "metrics.csv"
 
-    def __init__(self, save_dir: str | os.PathLike, name: str = "runs", version: int | str | None = None) -> None:
+    def __init__(
+        self, save_dir: str | os.PathLike, name: str = "runs", version: int | str | None = None
+    ) -> None:
         self._save_dir = os.fspath(save_dir)
         self._name = name
         self._version = version

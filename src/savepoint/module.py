@@ -30,7 +30,9 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            raise RuntimeError(f"{type(self).__name__} is not attached to a Trainer; call `trainer.fit(model)` first.")
+            raise RuntimeError(
+                f"{type(self).__name__} is not attached to a Trainer; call `trainer.fit(model)` first."
+            )
         return self._trainer
 
     @trainer.setter
@@ -180,5 +182,10 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         training checkpoints and sharded checkpoint folders.
         """
         return load_module_from_checkpoint(
-            cls, checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs
+            cls,
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            **kwargs,
         )

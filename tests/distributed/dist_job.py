@@ -25,8 +25,14 @@ class Net(sp.TrainingModule):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.body = nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Dropout(0.1), nn.Linear(width, width),
-                                  nn.ReLU(), nn.Linear(width, 2))  # fmt: skip
+        self.body = nn.Sequential(
+            nn.Linear(8, width),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 2),
+        )
 
     def forward(self, x):
         return self.body(x)
@@ -123,21 +129,37 @@ def main() -> None:
     if a.strategy == "ddp":
         strategy = sp.DDPStrategy(checkpoint_io=io) if io is not None else "ddp"
     else:
-        strategy = sp.FSDPStrategy(state_dict_type="full" if a.strategy == "fsdp-full" else "sharded",
-                                   shard_modules={nn.Linear}, checkpoint_io=io)  # fmt: skip
+        strategy = sp.FSDPStrategy(
+            state_dict_type="full" if a.strategy == "fsdp-full" else "sharded",
+            shard_modules={nn.Linear},
+            checkpoint_io=io,
+        )
     if a.self_launch:
         kwargs["devices"] = 2
     cb = sp.ModelCheckpoint(dirpath=f"{a.root}/ck", monitor="val_loss", save_top_k=2, save_last=True)
     callbacks: list = [cb]
     if a.every_n_steps:
-        callbacks.append(sp.ModelCheckpoint(dirpath=f"{a.root}/steps", every_n_train_steps=a.every_n_steps,
-                                            save_top_k=-1))  # fmt: skip
-    trainer = sp.Trainer(strategy=strategy, max_epochs=a.max_epochs, default_root_dir=a.root, callbacks=callbacks,
-                         enable_progress_bar=False, accelerator="cpu", **kwargs)  # fmt: skip
+        callbacks.append(
+            sp.ModelCheckpoint(dirpath=f"{a.root}/steps", every_n_train_steps=a.every_n_steps, save_top_k=-1)
+        )
+    trainer = sp.Trainer(
+        strategy=strategy,
+        max_epochs=a.max_epochs,
+        default_root_dir=a.root,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        accelerator="cpu",
+        **kwargs,
+    )
     model = Net()
     error = None
     try:
-        trainer.fit(model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(val, batch_size=8), ckpt_path=a.ckpt)
+        trainer.fit(
+            model,
+            DataLoader(data, batch_size=8, shuffle=True),
+            DataLoader(val, batch_size=8),
+            ckpt_path=a.ckpt,
+        )
         if a.manual_save:
             trainer.save_checkpoint(a.manual_save)
     except Exception as err:
@@ -146,7 +168,9 @@ def main() -> None:
     if a.strategy.startswith("fsdp") and error is None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        params = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+        params = get_model_state_dict(
+            model, options=StateDictOptions(full_state_dict=True, cpu_offload=False)
+        )
     else:
         params = model.state_dict()
     result = {
@@ -158,8 +182,10 @@ def main() -> None:
         "best_k": sorted(cb.best_k_models),
         "last": cb.last_model_path,
     }
-    torch.save({"result": result, "params": {k: v.detach().cpu().clone() for k, v in params.items()}},
-               f"{a.out}.rank{rank}")  # fmt: skip
+    torch.save(
+        {"result": result, "params": {k: v.detach().cpu().clone() for k, v in params.items()}},
+        f"{a.out}.rank{rank}",
+    )
     print("RESULT", json.dumps(result), flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -27,8 +27,14 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(tmp_path: Path, nproc: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [*TORCHRUN, f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1", f"--master_port={_port()}", str(JOB),
-           *args]  # fmt: skip
+    cmd = [
+        *TORCHRUN,
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_port()}",
+        str(JOB),
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -53,7 +59,11 @@ def test_ddp_torchrun_writes_one_set_of_files_and_ranks_agree(tmp_path):
     _torchrun(tmp_path, 2, "run", "out", "--record-io", "--manual-save", "run/manual.ckpt")
     r0, r1 = _results(tmp_path, "out", 2)
     assert r0["result"]["error"] is None and r1["result"]["error"] is None
-    assert sorted(os.listdir(tmp_path / "run/ck")) == ["epoch=0-step=6.ckpt", "epoch=1-step=12.ckpt", "last.ckpt"]
+    assert sorted(os.listdir(tmp_path / "run/ck")) == [
+        "epoch=0-step=6.ckpt",
+        "epoch=1-step=12.ckpt",
+        "last.ckpt",
+    ]
     for key in ("best", "best_k", "last"):  # top-k agrees across ranks
         assert r0["result"][key] == r1["result"][key]
     assert _same_params(r0["params"], r1["params"])
@@ -81,18 +91,38 @@ def test_ddp_resume_from_last_on_every_rank_is_exact(tmp_path):
 
 
 def test_ddp_self_launched_by_the_trainer(tmp_path):
-    proc = subprocess.run([sys.executable, str(JOB), "run", "out", "--self-launch"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=TIMEOUT, env=_env())  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(JOB), "run", "out", "--self-launch"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0, r1 = _results(tmp_path, "out", 2)
     assert r0["result"]["world_size"] == r1["result"]["world_size"] == 2
     assert r0["result"]["best_k"] == r1["result"]["best_k"]
-    assert sorted(os.listdir(tmp_path / "run/ck")) == ["epoch=0-step=6.ckpt", "epoch=1-step=12.ckpt", "last.ckpt"]
+    assert sorted(os.listdir(tmp_path / "run/ck")) == [
+        "epoch=0-step=6.ckpt",
+        "epoch=1-step=12.ckpt",
+        "last.ckpt",
+    ]
 
 
 @pytest.mark.parametrize(("strategy", "failing_rank"), [("ddp", 0), ("fsdp", 1)])
 def test_save_failure_on_one_rank_reaches_every_rank(tmp_path, strategy, failing_rank):
-    _torchrun(tmp_path, 2, "run", "out", "--strategy", strategy, "--fail-save-on-rank", str(failing_rank), check=False)
+    _torchrun(
+        tmp_path,
+        2,
+        "run",
+        "out",
+        "--strategy",
+        strategy,
+        "--fail-save-on-rank",
+        str(failing_rank),
+        check=False,
+    )
     for result in _results(tmp_path, "out", 2):
         error = result["result"]["error"]
         assert error is not None and "CheckpointWriteError" in error, error
@@ -137,7 +167,7 @@ def test_fsdp_sharded_checkpoint_loads_in_one_plain_process_and_converts(tmp_pat
     from savepoint.checkpoint.verify import verify_checkpoint
 
     assert not verify_checkpoint(partial).ok
-    with pytest.raises(Exception, match="not a committed sharded checkpoint|not a sharded checkpoint"):
+    with pytest.raises(Exception, match=r"not a committed sharded checkpoint|not a sharded checkpoint"):
         Net.load_from_checkpoint(partial)
 
 
@@ -157,14 +187,33 @@ def test_fsdp_full_state_dict_is_one_weights_only_file(tmp_path):
 def test_two_nodes_on_one_machine_over_loopback(tmp_path):
     port = _port()
     procs = [
-        subprocess.Popen([*TORCHRUN, "--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1",
-                          "--master_addr=127.0.0.1", f"--master_port={port}", str(JOB), "run", "out"],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes=2",
+                f"--node_rank={node}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(JOB),
+                "run",
+                "out",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
         for node in (0, 1)
-    ]  # fmt: skip
+    ]
     for proc in procs:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        _out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, err[-4000:]
     r0, r1 = _results(tmp_path, "out", 2)
     assert r0["result"]["world_size"] == 2 and r0["result"]["best_k"] == r1["result"]["best_k"]
-    assert sorted(os.listdir(tmp_path / "run/ck")) == ["epoch=0-step=6.ckpt", "epoch=1-step=12.ckpt", "last.ckpt"]
+    assert sorted(os.listdir(tmp_path / "run/ck")) == [
+        "epoch=0-step=6.ckpt",
+        "epoch=1-step=12.ckpt",
+        "last.ckpt",
+    ]

@@ -21,7 +21,9 @@ class Wide(sp.TrainingModule):
     def __init__(self):
         super().__init__()
         self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(16, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 2))
+        self.net = nn.Sequential(
+            nn.Linear(16, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 2)
+        )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -35,11 +37,28 @@ def main() -> None:
     root, max_epochs = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(256, 16), torch.randint(0, 2, (256,)))
-    callbacks = [sp.ModelCheckpoint(dirpath=f"{root}/ck", every_n_train_steps=1, save_top_k=2, save_last=True,
-                                    monitor="step", mode="max")]  # fmt: skip
-    trainer = sp.Trainer(max_epochs=max_epochs, default_root_dir=root, callbacks=callbacks,
-                         enable_progress_bar=False, logger=False)  # fmt: skip
-    resume = "last" if os.path.isdir(f"{root}/ck") and any(n.endswith(".ckpt") for n in os.listdir(f"{root}/ck")) else None
+    callbacks = [
+        sp.ModelCheckpoint(
+            dirpath=f"{root}/ck",
+            every_n_train_steps=1,
+            save_top_k=2,
+            save_last=True,
+            monitor="step",
+            mode="max",
+        )
+    ]
+    trainer = sp.Trainer(
+        max_epochs=max_epochs,
+        default_root_dir=root,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        logger=False,
+    )
+    resume = (
+        "last"
+        if os.path.isdir(f"{root}/ck") and any(n.endswith(".ckpt") for n in os.listdir(f"{root}/ck"))
+        else None
+    )
     print("START", resume, flush=True)
     trainer.fit(Wide(), DataLoader(data, batch_size=16, shuffle=True), ckpt_path=resume)
     print("DONE", trainer.global_step, flush=True)

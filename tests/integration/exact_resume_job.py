@@ -131,8 +131,9 @@ def run(a: argparse.Namespace, root: str, scramble: int | None = None) -> dict:
     recorder = RecordLosses()
     callbacks: list[sp.Callback] = [
         recorder,
-        ModelCheckpoint(dirpath=f"{root}/ckpts", every_n_train_steps=1, save_top_k=-1,
-                        filename="{epoch}-{step}"),
+        ModelCheckpoint(
+            dirpath=f"{root}/ckpts", every_n_train_steps=1, save_top_k=-1, filename="{epoch}-{step}"
+        ),
         # after every validation (mid-epoch ones too): these land mid gradient-accumulation
         ModelCheckpoint(dirpath=f"{root}/ckpts", save_top_k=-1, filename="val-{epoch}-{step}"),
     ]

@@ -27,8 +27,12 @@ def test_sigkill_at_random_moments_leaves_only_loadable_checkpoints(tmp_path):
     root = tmp_path / "run"
     kills = 0
     for _ in range(5):
-        proc = subprocess.Popen([sys.executable, str(JOB), str(root), "50"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(JOB), str(root), "50"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None
         proc.stdout.readline()  # "START": torch is imported, training begins
         time.sleep(rng.uniform(0.3, 1.5))
@@ -44,8 +48,12 @@ def test_sigkill_at_random_moments_leaves_only_loadable_checkpoints(tmp_path):
     assert kills >= 4
     # a resume from "last" works and finishes the run
     last_step = torch.load(root / "ck" / "last.ckpt", weights_only=True)["global_step"]
-    finish = subprocess.run([sys.executable, str(JOB), str(root), str(last_step // 16 + 2)], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    finish = subprocess.run(
+        [sys.executable, str(JOB), str(root), str(last_step // 16 + 2)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finish.returncode == 0, finish.stderr[-3000:]
     assert "START last" in finish.stdout and "DONE" in finish.stdout
     # killed writers' temporaries are never taken for checkpoints, and a later save swept them
@@ -77,7 +85,9 @@ DISK_FULL = textwrap.dedent(
 
 
 def test_disk_full_gives_a_clear_error_and_keeps_the_earlier_checkpoint(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", DISK_FULL, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "model.ckpt" in result["error"] and "intact" in result["error"]

@@ -41,7 +41,9 @@ def _assert_exact(reference: dict, resumed: dict, label: str) -> None:
     assert _equal(reference["optimizer"], resumed["optimizer"]), f"{label}: optimizer state differs"
     n = len(resumed["losses"])
     assert n > 0 or resumed["global_step"] == reference["global_step"], label
-    assert resumed["losses"] == reference["losses"][len(reference["losses"]) - n :], f"{label}: logged losses differ"
+    assert resumed["losses"] == reference["losses"][len(reference["losses"]) - n :], (
+        f"{label}: logged losses differ"
+    )
 
 
 def _full_run(tmp_path: Path, *variant: str) -> tuple[dict, list[str]]:
@@ -78,7 +80,11 @@ def test_exact_resume_from_every_checkpoint(tmp_path):
 def test_exact_resume_each_in_a_fresh_process(tmp_path):
     reference, checkpoints = _full_run(tmp_path)
     by_name = {os.path.basename(c): c for c in checkpoints}
-    chosen = ["val-epoch=1-step=8.ckpt", "epoch=0-step=3.ckpt", "epoch=1-step=12.ckpt"]  # mid-accum, mid-epoch, end
+    chosen = [
+        "val-epoch=1-step=8.ckpt",
+        "epoch=0-step=3.ckpt",
+        "epoch=1-step=12.ckpt",
+    ]  # mid-accum, mid-epoch, end
     for name in chosen:
         _run(str(tmp_path / name), str(tmp_path / f"{name}.pt"), "--ckpt", by_name[name])
         _assert_exact(reference, torch.load(tmp_path / f"{name}.pt", weights_only=False), name)

@@ -7,9 +7,9 @@ import socket
 import fsspec
 import pytest
 import torch
-from helpers import TinyModel, loaders, quiet_trainer
 
 import savepoint as sp
+from helpers import TinyModel, loaders, quiet_trainer
 
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
@@ -46,7 +46,9 @@ def test_s3_training_checkpoints_resume_and_load(s3_endpoint):
     names = sorted(p.rsplit("/", 1)[1] for p in _fs().ls("ckpts/run1", detail=False, refresh=True))
     assert names == ["epoch=1-step=16.ckpt", "last.ckpt"]  # epoch 0 removed through the CheckpointIO
 
-    trainer = quiet_trainer(max_epochs=3, callbacks=[sp.ModelCheckpoint(dirpath="s3://ckpts/run1", save_last=True)])
+    trainer = quiet_trainer(
+        max_epochs=3, callbacks=[sp.ModelCheckpoint(dirpath="s3://ckpts/run1", save_last=True)]
+    )
     trainer.fit(TinyModel(), train, val, ckpt_path="s3://ckpts/run1/last.ckpt")
     assert trainer.global_step == 24
     model = TinyModel.load_from_checkpoint("s3://ckpts/run1/last.ckpt")
@@ -55,5 +57,5 @@ def test_s3_training_checkpoints_resume_and_load(s3_endpoint):
 
 
 def test_s3_missing_object_is_a_typed_error(s3_endpoint):
-    with pytest.raises(sp.CheckpointNotFoundError, match="s3://ckpts/none.ckpt"):
+    with pytest.raises(sp.CheckpointNotFoundError, match=r"s3://ckpts/none.ckpt"):
         sp.TorchCheckpointIO().load_checkpoint("s3://ckpts/none.ckpt")

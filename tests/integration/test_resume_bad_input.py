@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyModel, loaders, quiet_trainer
 from torch.utils.data import DataLoader
 
 import savepoint as sp
-from helpers import make_data
+from helpers import TinyModel, loaders, make_data, quiet_trainer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -33,14 +32,14 @@ def test_older_format_fixture_loads_with_load_from_checkpoint():
 
 def test_missing_checkpoint_file_is_a_clear_error():
     train, val = loaders()
-    with pytest.raises(sp.CheckpointNotFoundError, match="nope.ckpt"):
+    with pytest.raises(sp.CheckpointNotFoundError, match=r"nope.ckpt"):
         quiet_trainer().fit(TinyModel(), train, val, ckpt_path="nope.ckpt")
 
 
 def test_file_that_is_not_a_checkpoint_is_a_clear_error():
     torch.save({"w": torch.ones(2)}, "bare.ckpt")
     train, val = loaders()
-    with pytest.raises(sp.NotACheckpointError, match="bare.ckpt"):
+    with pytest.raises(sp.NotACheckpointError, match=r"bare.ckpt"):
         quiet_trainer().fit(TinyModel(), train, val, ckpt_path="bare.ckpt")
 
 
@@ -49,7 +48,9 @@ def test_weights_that_do_not_fit_list_the_keys_and_both_shapes():
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(TinyModel(hidden=16), train, val)
     path = trainer.checkpoint_callback.best_model_path
-    with pytest.raises(sp.StateMismatchError, match=r"net\.0\.weight: checkpoint \(16, 8\) vs module \(32, 8\)"):
+    with pytest.raises(
+        sp.StateMismatchError, match=r"net\.0\.weight: checkpoint \(16, 8\) vs module \(32, 8\)"
+    ):
         quiet_trainer(max_epochs=2).fit(TinyModel(hidden=32), train, val, ckpt_path=path)
 
 
@@ -132,4 +133,6 @@ def test_iterable_dataset_without_state_is_fast_forwarded_with_a_warning(tmp_pat
     cb = sp.ModelCheckpoint(dirpath="ck", every_n_train_steps=3, save_top_k=-1)
     quiet_trainer(max_epochs=1, limit_train_batches=8, callbacks=[cb]).fit(TinyModel(), loader)
     with pytest.warns(UserWarning, match="loading and discarding"):
-        quiet_trainer(max_epochs=1, limit_train_batches=8).fit(TinyModel(), loader, ckpt_path="ck/epoch=0-step=3.ckpt")
+        quiet_trainer(max_epochs=1, limit_train_batches=8).fit(
+            TinyModel(), loader, ckpt_path="ck/epoch=0-step=3.ckpt"
+        )

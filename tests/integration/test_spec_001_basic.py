@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import NoValModel, TinyModel, loaders, quiet_trainer
 from torch import nn
 
 import savepoint as sp
+from helpers import NoValModel, TinyModel, loaders, quiet_trainer
 from savepoint import Trainer
 
 
@@ -36,8 +36,20 @@ def test_checkpoint_contains_everything_the_spec_lists():
     trainer = quiet_trainer(precision="16-mixed")
     trainer.fit(TinyModel(), train, val)
     ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
-    for key in ("epoch", "global_step", "state_dict", "optimizer_states", "lr_schedulers", "callbacks", "loops",
-                "hyper_parameters", "grad_scaler", "rng_states", "savepoint_version", "format_version"):  # fmt: skip
+    for key in (
+        "epoch",
+        "global_step",
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "callbacks",
+        "loops",
+        "hyper_parameters",
+        "grad_scaler",
+        "rng_states",
+        "savepoint_version",
+        "format_version",
+    ):
         assert key in ckpt, key
     assert ckpt["grad_scaler"]["scale"] > 0
 
@@ -71,7 +83,9 @@ def test_hyper_parameters_key_holds_init_arguments():
     train, val = loaders()
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(MyModule(0.01, "x"), train, val)
-    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, map_location=lambda storage, loc: storage)
+    checkpoint = torch.load(
+        trainer.checkpoint_callback.best_model_path, map_location=lambda storage, loc: storage
+    )
     assert checkpoint["hyper_parameters"] == {"learning_rate": 0.01, "another_parameter": "x"}
     model = MyModule.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert model.hparams.learning_rate == 0.01
@@ -92,7 +106,9 @@ def test_load_from_checkpoint_overrides_hyperparameters(tmp_path):
     trainer._model = model
     trainer.save_checkpoint(tmp_path / "lit.ckpt")
     assert LitModel.load_from_checkpoint(tmp_path / "lit.ckpt").hparams.out_dim == 10
-    with pytest.raises(sp.StateMismatchError, match=r"net.0.weight: checkpoint \(16, 32\) vs module \(16, 128\)"):
+    with pytest.raises(
+        sp.StateMismatchError, match=r"net.0.weight: checkpoint \(16, 32\) vs module \(16, 128\)"
+    ):
         LitModel.load_from_checkpoint(tmp_path / "lit.ckpt", in_dim=128, out_dim=10)
     m = LitModel.load_from_checkpoint(tmp_path / "lit.ckpt", strict=False, out_dim=10)
     assert m.hparams.in_dim == 32
@@ -182,7 +198,9 @@ def test_resume_restores_full_training_state():
 
     model2 = TinyModel()
     trainer = quiet_trainer(max_epochs=3)
-    trainer.fit(model2, train, val, ckpt_path=path)  # "automatically restores model, epoch, step, LR schedulers"
+    trainer.fit(
+        model2, train, val, ckpt_path=path
+    )  # "automatically restores model, epoch, step, LR schedulers"
     assert trainer.current_epoch == 3 and trainer.global_step == 24
 
 
@@ -204,8 +222,11 @@ def test_resume_from_checkpoint_argument_is_deprecated_but_works():
     first = quiet_trainer(max_epochs=1)
     first.fit(TinyModel(), train, val)
     with pytest.warns(DeprecationWarning, match=r"fit\(model, ckpt_path=...\)"):
-        trainer = Trainer(resume_from_checkpoint=first.checkpoint_callback.best_model_path, max_epochs=2,
-                          enable_progress_bar=False)  # fmt: skip
+        trainer = Trainer(
+            resume_from_checkpoint=first.checkpoint_callback.best_model_path,
+            max_epochs=2,
+            enable_progress_bar=False,
+        )
     trainer.fit(TinyModel(), train, val)
     assert trainer.global_step == 16
 

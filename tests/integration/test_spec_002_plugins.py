@@ -4,8 +4,8 @@ import os
 
 import pytest
 import torch
-from helpers import TinyModel, loaders, quiet_trainer
 
+from helpers import TinyModel, loaders, quiet_trainer
 from savepoint import Trainer
 from savepoint.callbacks import Checkpoint, ModelCheckpoint
 from savepoint.plugins import CheckpointIO
@@ -36,27 +36,42 @@ class CustomCheckpointIO(CheckpointIO):
 def test_custom_io_passed_to_the_trainer_sees_every_save(tmp_path):
     custom_checkpoint_io = CustomCheckpointIO()
     model = TinyModel()
-    trainer = Trainer(plugins=[custom_checkpoint_io], callbacks=ModelCheckpoint(save_last=True), max_epochs=2,
-                      enable_progress_bar=False)  # fmt: skip
+    trainer = Trainer(
+        plugins=[custom_checkpoint_io],
+        callbacks=ModelCheckpoint(save_last=True),
+        max_epochs=2,
+        enable_progress_bar=False,
+    )
     train, val = loaders()
     trainer.fit(model, train, val)
     assert custom_checkpoint_io.calls == [
-        "save epoch=0-step=8.ckpt", "save last.ckpt", "save epoch=1-step=16.ckpt", "remove epoch=0-step=8.ckpt",
+        "save epoch=0-step=8.ckpt",
         "save last.ckpt",
-    ]  # fmt: skip
+        "save epoch=1-step=16.ckpt",
+        "remove epoch=0-step=8.ckpt",
+        "save last.ckpt",
+    ]
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing bypassed the plugin
 
 
 def test_custom_io_passed_to_the_strategy_sees_saves_and_loads(tmp_path):
     custom_checkpoint_io = CustomCheckpointIO()
     device = torch.device("cpu")
-    trainer = Trainer(strategy=SingleDeviceStrategy(device, checkpoint_io=custom_checkpoint_io),
-                      callbacks=ModelCheckpoint(save_last=True), max_epochs=1, enable_progress_bar=False)  # fmt: skip
+    trainer = Trainer(
+        strategy=SingleDeviceStrategy(device, checkpoint_io=custom_checkpoint_io),
+        callbacks=ModelCheckpoint(save_last=True),
+        max_epochs=1,
+        enable_progress_bar=False,
+    )
     train, val = loaders()
     trainer.fit(TinyModel(), train, val)
     last = trainer.checkpoint_callback.last_model_path
-    trainer2 = Trainer(strategy=SingleDeviceStrategy(device, checkpoint_io=custom_checkpoint_io),
-                       callbacks=ModelCheckpoint(save_last=True), max_epochs=2, enable_progress_bar=False)  # fmt: skip
+    trainer2 = Trainer(
+        strategy=SingleDeviceStrategy(device, checkpoint_io=custom_checkpoint_io),
+        callbacks=ModelCheckpoint(save_last=True),
+        max_epochs=2,
+        enable_progress_bar=False,
+    )
     trainer2.fit(TinyModel(), train, val, ckpt_path=last)
     assert "load last.ckpt" in custom_checkpoint_io.calls
     assert trainer2.global_step == 16
@@ -64,13 +79,17 @@ def test_custom_io_passed_to_the_strategy_sees_saves_and_loads(tmp_path):
 
 def test_checkpoint_io_given_twice_is_a_value_error():
     with pytest.raises(ValueError, match="given twice"):
-        Trainer(plugins=[TorchCheckpointIO()], strategy=SingleDeviceStrategy("cpu", checkpoint_io=CustomCheckpointIO()))
+        Trainer(
+            plugins=[TorchCheckpointIO()],
+            strategy=SingleDeviceStrategy("cpu", checkpoint_io=CustomCheckpointIO()),
+        )
 
 
 def test_async_io_in_the_trainer_commits_every_file_before_fit_returns(tmp_path):
     async_ckpt_io = AsyncCheckpointIO()
-    trainer = quiet_trainer(plugins=[async_ckpt_io], callbacks=[ModelCheckpoint(dirpath="ck", save_top_k=-1)],
-                            max_epochs=3)  # fmt: skip
+    trainer = quiet_trainer(
+        plugins=[async_ckpt_io], callbacks=[ModelCheckpoint(dirpath="ck", save_top_k=-1)], max_epochs=3
+    )
     train, val = loaders()
     trainer.fit(TinyModel(), train, val)
     assert sorted(os.listdir("ck")) == ["epoch=0-step=8.ckpt", "epoch=1-step=16.ckpt", "epoch=2-step=24.ckpt"]
@@ -84,7 +103,11 @@ def test_async_io_with_a_custom_base():
     trainer = quiet_trainer(plugins=[async_ckpt_io], max_epochs=2)
     train, val = loaders()
     trainer.fit(TinyModel(), train, val)
-    assert base_ckpt_io.calls == ["save epoch=0-step=8.ckpt", "save epoch=1-step=16.ckpt", "remove epoch=0-step=8.ckpt"]
+    assert base_ckpt_io.calls == [
+        "save epoch=0-step=8.ckpt",
+        "save epoch=1-step=16.ckpt",
+        "remove epoch=0-step=8.ckpt",
+    ]
 
 
 def test_async_io_failure_surfaces_at_the_end_of_fit_with_the_path(tmp_path):
@@ -134,5 +157,5 @@ def test_checkpoint_callbacks_lists_every_instance_and_they_run_last():
 
 
 def test_enable_checkpointing_false_with_a_checkpoint_callback_is_an_error():
-    with pytest.raises(ValueError, match="enable_checkpointing=False.*ModelCheckpoint"):
+    with pytest.raises(ValueError, match=r"enable_checkpointing=False.*ModelCheckpoint"):
         Trainer(enable_checkpointing=False, callbacks=[ModelCheckpoint()])

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyModel, loaders, quiet_trainer
 
 import savepoint as sp
+from helpers import TinyModel, loaders, quiet_trainer
 from savepoint.callbacks import ModelCheckpoint
 from savepoint.plugins.io import TorchCheckpointIO
 
@@ -53,7 +53,9 @@ def test_spec_top_k_by_val_loss_and_best_model_path(tmp_path):
 
 def test_spec_filename_with_metrics_exactly_as_printed(tmp_path):
     train, val = loaders()
-    checkpoint_callback = ModelCheckpoint(dirpath="my/path/", filename="sample-mnist-{epoch:02d}-{val_loss:.2f}")
+    checkpoint_callback = ModelCheckpoint(
+        dirpath="my/path/", filename="sample-mnist-{epoch:02d}-{val_loss:.2f}"
+    )
     trainer = quiet_trainer(callbacks=[checkpoint_callback], max_epochs=3)
     trainer.fit(ScriptedModel(values=(0.5, 0.7, 0.32)), train, val)
     assert os.listdir(tmp_path / "my/path") == ["sample-mnist-epoch=02-val_loss=0.32.ckpt"]
@@ -61,8 +63,13 @@ def test_spec_filename_with_metrics_exactly_as_printed(tmp_path):
 
 def test_spec_top_10_min_val_loss_keeps_all_when_fewer(tmp_path):
     train, val = loaders()
-    cb = ModelCheckpoint(save_top_k=10, monitor="val_loss", mode="min", dirpath="my/path/",
-                         filename="sample-mnist-{epoch:02d}-{val_loss:.2f}")  # fmt: skip
+    cb = ModelCheckpoint(
+        save_top_k=10,
+        monitor="val_loss",
+        mode="min",
+        dirpath="my/path/",
+        filename="sample-mnist-{epoch:02d}-{val_loss:.2f}",
+    )
     quiet_trainer(callbacks=[cb], max_epochs=3).fit(ScriptedModel(), train, val)
     assert sorted(os.listdir(tmp_path / "my/path")) == [
         "sample-mnist-epoch=00-val_loss=0.50.ckpt",
@@ -78,8 +85,13 @@ def test_spec_last_k_by_logged_global_step(tmp_path):
             return super().training_step(batch, batch_idx)
 
     train, val = loaders()
-    cb = ModelCheckpoint(save_top_k=2, monitor="global_step", mode="max", dirpath="my/path/",
-                         filename="sample-mnist-{epoch:02d}-{global_step}")  # fmt: skip
+    cb = ModelCheckpoint(
+        save_top_k=2,
+        monitor="global_step",
+        mode="max",
+        dirpath="my/path/",
+        filename="sample-mnist-{epoch:02d}-{global_step}",
+    )
     quiet_trainer(callbacks=[cb], max_epochs=4).fit(LogsStep(), train, val)
     assert sorted(os.listdir(tmp_path / "my/path")) == [
         "sample-mnist-epoch=02-global_step=23.0.ckpt",
@@ -186,8 +198,9 @@ def test_save_weights_only_file_still_loads_with_load_from_checkpoint(tmp_path):
 
 def test_auto_insert_metric_name_false(tmp_path):
     train, val = loaders()
-    cb = ModelCheckpoint(dirpath="ck", filename="{epoch:02d}-{val_loss:.2f}", auto_insert_metric_name=False,
-                         monitor="val_loss")  # fmt: skip
+    cb = ModelCheckpoint(
+        dirpath="ck", filename="{epoch:02d}-{val_loss:.2f}", auto_insert_metric_name=False, monitor="val_loss"
+    )
     quiet_trainer(callbacks=[cb], max_epochs=1).fit(ScriptedModel(values=(0.25,)), train, val)
     assert os.listdir("ck") == ["00-0.25.ckpt"]
 
@@ -212,7 +225,9 @@ def test_nan_monitored_value_never_becomes_best(tmp_path):
     train, val = loaders()
     cb = ModelCheckpoint(dirpath="ck", monitor="val_loss", save_top_k=1)
     with pytest.warns(UserWarning, match="non-finite"):
-        quiet_trainer(callbacks=[cb], max_epochs=3).fit(ScriptedModel(values=(0.4, math.nan, 0.5)), train, val)
+        quiet_trainer(callbacks=[cb], max_epochs=3).fit(
+            ScriptedModel(values=(0.4, math.nan, 0.5)), train, val
+        )
     assert os.listdir("ck") == ["epoch=0-step=8.ckpt"]
 
 
@@ -293,9 +308,9 @@ def test_unwritable_folder_fails_before_the_first_step(tmp_path):
 
 
 def test_modelcheckpoint_constructor_errors_name_both_arguments():
-    with pytest.raises(ValueError, match="every_n_train_steps.*every_n_epochs"):
+    with pytest.raises(ValueError, match=r"every_n_train_steps.*every_n_epochs"):
         ModelCheckpoint(every_n_train_steps=2, every_n_epochs=1)
-    with pytest.raises(ValueError, match="save_top_k.*monitor"):
+    with pytest.raises(ValueError, match=r"save_top_k.*monitor"):
         ModelCheckpoint(save_top_k=3)
 
 
@@ -313,7 +328,9 @@ def test_manual_save_checkpoint_and_load(tmp_path):
     trainer.fit(model, train, val)
     trainer.save_checkpoint("example.ckpt")
     new_model = TinyModel.load_from_checkpoint(checkpoint_path="example.ckpt")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), new_model.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), new_model.state_dict().values())
+    )
 
 
 def test_remote_dirpath_memory_filesystem():

@@ -5,23 +5,27 @@ import os
 
 import pytest
 import torch
-from helpers import TinyModel, loaders
 
+from helpers import TinyModel, loaders
 from savepoint import Trainer
 from savepoint.callbacks import ModelCheckpoint
 
 
 def test_default_save_path_means_default_root_dir(tmp_path):
     with pytest.warns(DeprecationWarning, match="default_root_dir"):
-        trainer = Trainer(default_save_path="/your/path/to/save/checkpoints".replace("/your", str(tmp_path)),
-                          max_epochs=1, enable_progress_bar=False)  # fmt: skip
+        trainer = Trainer(
+            default_save_path="/your/path/to/save/checkpoints".replace("/your", str(tmp_path)),
+            max_epochs=1,
+            enable_progress_bar=False,
+        )
     assert trainer.default_root_dir == str(tmp_path / "path/to/save/checkpoints")
 
 
 def test_checkpoint_callback_argument_with_the_old_defaults(tmp_path):
     with pytest.warns(DeprecationWarning) as record:
-        checkpoint_callback = ModelCheckpoint(filepath=os.getcwd(), save_top_k=True, verbose=True,
-                                              monitor="val_loss", mode="min", prefix="")  # fmt: skip
+        checkpoint_callback = ModelCheckpoint(
+            filepath=os.getcwd(), save_top_k=True, verbose=True, monitor="val_loss", mode="min", prefix=""
+        )
         trainer = Trainer(checkpoint_callback=checkpoint_callback, max_epochs=2, enable_progress_bar=False)
     messages = " ".join(str(w.message) for w in record)
     assert "dirpath" in messages and "enable_checkpointing" in messages and "int" in messages
@@ -85,8 +89,11 @@ def test_resume_from_checkpoint_restores_training(tmp_path):
     first = Trainer(max_epochs=1, enable_progress_bar=False)
     first.fit(TinyModel(), train, val)
     with pytest.warns(DeprecationWarning, match="ckpt_path"):
-        trainer = Trainer(resume_from_checkpoint=first.checkpoint_callback.best_model_path, max_epochs=3,
-                          enable_progress_bar=False)  # fmt: skip
+        trainer = Trainer(
+            resume_from_checkpoint=first.checkpoint_callback.best_model_path,
+            max_epochs=3,
+            enable_progress_bar=False,
+        )
     trainer.fit(TinyModel(), train, val)
     assert trainer.global_step == 24
 

@@ -30,7 +30,9 @@ def validate_config(
 ) -> None:
     """Raise `ValueError` naming the arguments at fault."""
     if isinstance(save_top_k, bool) or not isinstance(save_top_k, int) or save_top_k < -1:
-        raise ValueError(f"ModelCheckpoint(save_top_k={save_top_k!r}) must be an int >= -1 (-1 keeps every checkpoint).")
+        raise ValueError(
+            f"ModelCheckpoint(save_top_k={save_top_k!r}) must be an int >= -1 (-1 keeps every checkpoint)."
+        )
     if mode not in MODES:
         raise ValueError(f"ModelCheckpoint(mode={mode!r}) must be one of {MODES}.")
     if save_top_k > 1 and monitor is None:
@@ -51,9 +53,13 @@ def validate_config(
             raise ValueError(f"ModelCheckpoint({name}={value!r}) must be an int >= 0.")
     if train_time_interval is not None:
         if not isinstance(train_time_interval, timedelta):
-            raise ValueError(f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta.")
+            raise ValueError(
+                f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta."
+            )
         if train_time_interval.total_seconds() <= 0:
-            raise ValueError(f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be positive.")
+            raise ValueError(
+                f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be positive."
+            )
     active = [name for name, value in intervals.items() if value not in (None, 0)]
     if len(active) > 1:
         given = ", ".join(f"{name}={intervals[name]!r}" for name in active)
@@ -144,7 +150,10 @@ def format_checkpoint_name(
 
 
 def versioned_name(
-    make_name: Callable[[int | None], str], exists: Callable[[str], bool], start: int, reusable: str | None = None
+    make_name: Callable[[int | None], str],
+    exists: Callable[[str], bool],
+    start: int,
+    reusable: str | None = None,
 ) -> str:
     """The first of ``make_name(None)``, ``make_name(start)``, ``make_name(start + 1)``... not taken by another file.
 

@@ -93,7 +93,9 @@ class EarlyStopping(Callback):
                     f"EarlyStopping(monitor={self.monitor!r}) found no such metric; logged: "
                     f"{sorted(trainer.callback_metrics)}. Log it with self.log, or pass strict=False."
                 )
-            warnings.warn(f"EarlyStopping: {self.monitor!r} is not logged; skipping this check.", stacklevel=2)
+            warnings.warn(
+                f"EarlyStopping: {self.monitor!r} is not logged; skipping this check.", stacklevel=2
+            )
             return
         current = value.detach().float().cpu().reshape(())
         stop, reason = False, None
@@ -106,7 +108,10 @@ class EarlyStopping(Callback):
         elif self.divergence_threshold is not None and (
             current > self.divergence_threshold if self.mode == "min" else current < self.divergence_threshold
         ):
-            stop, reason = True, f"{self.monitor} crossed the divergence threshold {self.divergence_threshold}"
+            stop, reason = (
+                True,
+                f"{self.monitor} crossed the divergence threshold {self.divergence_threshold}",
+            )
         elif self._improved(current):
             self.best_score = current
             self.wait_count = 0

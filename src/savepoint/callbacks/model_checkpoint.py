@@ -108,7 +108,11 @@ class ModelCheckpoint(Checkpoint):
 
     @staticmethod
     def _accept_deprecated(
-        deprecated: dict[str, Any], dirpath: Any, filename: str | None, every_n_epochs: int | None, save_top_k: Any
+        deprecated: dict[str, Any],
+        dirpath: Any,
+        filename: str | None,
+        every_n_epochs: int | None,
+        save_top_k: Any,
     ) -> tuple[Any, str | None, str, int | None, int]:
         """Document 004's arguments: ``filepath=``, ``prefix=``, ``period=``, and ``save_top_k=True``."""
         prefix = ""
@@ -321,11 +325,15 @@ class ModelCheckpoint(Checkpoint):
             exists = bool(fs.exists(inner)) or (is_local(fs) and os.path.islink(inner))
         return bool(trainer.strategy.broadcast(exists))
 
-    def _free_name(self, trainer: Trainer, metrics: dict[str, Any], template: str | None, reusable: str | None) -> str:
+    def _free_name(
+        self, trainer: Trainer, metrics: dict[str, Any], template: str | None, reusable: str | None
+    ) -> str:
         make = lambda ver: self.format_checkpoint_name(metrics, template, ver)  # noqa: E731
         if not self._enable_version_counter:
             return make(None)
-        return policy.versioned_name(make, lambda p: self.file_exists(p, trainer), self.STARTING_VERSION, reusable)
+        return policy.versioned_name(
+            make, lambda p: self.file_exists(p, trainer), self.STARTING_VERSION, reusable
+        )
 
     def _score(self, trainer: Trainer, candidates: dict[str, Any]) -> torch.Tensor | None:
         if self.monitor is None:
@@ -338,7 +346,9 @@ class ModelCheckpoint(Checkpoint):
                 f"`self.log({self.monitor!r}, value)` in the TrainingModule, or change `monitor`."
             )
         value = candidates[self.monitor]
-        score = value.detach().float().cpu() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        score = (
+            value.detach().float().cpu() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+        )
         if not math.isfinite(float(score)) and not self._warned_nonfinite:
             self._warned_nonfinite = True
             warnings.warn(
@@ -377,7 +387,9 @@ class ModelCheckpoint(Checkpoint):
         decision = policy.top_k_update(current, probe, k, mode)
         if not decision.keep_new:
             if self.verbose:
-                trainer._print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}")
+                trainer._print(
+                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}"
+                )
             return
         reusable = decision.evicted[0].path if decision.evicted else None
         path = self._free_name(trainer, candidates, None, reusable)

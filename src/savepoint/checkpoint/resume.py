@@ -31,10 +31,16 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"])
+        torch.set_rng_state(
+            state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"]
+        )
     if "numpy" in state:
         s = state["numpy"]
-        keys = s["keys"].numpy().astype(np.uint32) if isinstance(s["keys"], torch.Tensor) else np.asarray(s["keys"], np.uint32)
+        keys = (
+            s["keys"].numpy().astype(np.uint32)
+            if isinstance(s["keys"], torch.Tensor)
+            else np.asarray(s["keys"], np.uint32)
+        )
         np.random.set_state((s["kind"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
     if "python" in state:
         s = state["python"]

@@ -16,12 +16,11 @@ restricted loaders that accept only DCP's own metadata classes and plain data.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
 from typing import Any
-
-import functools
 
 import torch
 
@@ -57,7 +56,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.startswith(_ALLOWED_MODULE_PREFIXES) or (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype | torch.layout | torch.memory_format):
+        if module == "torch" and isinstance(
+            getattr(torch, name, None), torch.dtype | torch.layout | torch.memory_format
+        ):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in checkpoint metadata")
 
@@ -102,11 +103,11 @@ def _safe_classes() -> tuple[type, type]:
     return SafeFileSystemReader, SafeLoadPlanner
 
 
-def SafeFileSystemReader(path: str | os.PathLike) -> Any:  # noqa: N802 - a class, built lazily
+def SafeFileSystemReader(path: str | os.PathLike) -> Any:
     return _safe_classes()[0](path)
 
 
-def SafeLoadPlanner() -> Any:  # noqa: N802 - a class, built lazily
+def SafeLoadPlanner() -> Any:
     return _safe_classes()[1]()
 
 
@@ -157,9 +158,9 @@ def _unflatten_into(meta: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any
     optimizers: dict[int, dict[str, Any]] = {}
     for key, value in flat.items():
         if key.startswith("state_dict."):
-            model[key[len("state_dict."):]] = value
+            model[key[len("state_dict.") :]] = value
         elif key.startswith("optimizer_states."):
-            rest = key[len("optimizer_states."):]
+            rest = key[len("optimizer_states.") :]
             index, _, name = rest.partition(".")
             optimizers.setdefault(int(index), {})[name] = value
     out["state_dict"] = model
@@ -176,7 +177,7 @@ def _fill_optimizer(template: dict[str, Any], tensors: dict[str, Any]) -> dict[s
     state: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
-            param, _, name = key[len("state."):].rpartition(".")
+            param, _, name = key[len("state.") :].rpartition(".")
             state.setdefault(param, {})[name] = value
     for param, values in (template.get("state_scalars") or {}).items():
         state.setdefault(param, {}).update(values)
@@ -192,5 +193,10 @@ def save_dcp(state: dict[str, Any], path: str, process_group: Any | None = None)
 def load_dcp(state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
     import torch.distributed.checkpoint as dcp
 
-    dcp.load(state, checkpoint_id=path, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner(),
-             process_group=process_group)  # fmt: skip
+    dcp.load(
+        state,
+        checkpoint_id=path,
+        storage_reader=SafeFileSystemReader(path),
+        planner=SafeLoadPlanner(),
+        process_group=process_group,
+    )

@@ -39,7 +39,9 @@ def _check_zip(path: str, report: VerifyReport) -> None:
                 except Exception as err:  # zlib errors, truncated data
                     report.problems.append(f"record {info.filename!r}: {type(err).__name__}: {err}")
     except zipfile.BadZipFile as err:
-        report.problems.append(f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file")
+        report.problems.append(
+            f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file"
+        )
     except OSError as err:
         report.problems.append(f"cannot read: {err}")
 
@@ -57,7 +59,9 @@ def verify_checkpoint(path: str | os.PathLike, load: bool = True) -> VerifyRepor
     if os.path.isdir(path):
         report.kind = "sharded"
         if not is_sharded_checkpoint(path):
-            report.problems.append(f"folder without {COMMIT_FILE}: an interrupted sharded save, not a checkpoint")
+            report.problems.append(
+                f"folder without {COMMIT_FILE}: an interrupted sharded save, not a checkpoint"
+            )
             return report
         for name in sorted(os.listdir(path)):
             if name.endswith(".distcp") or name == META_FILE:

@@ -123,7 +123,9 @@ class DDPStrategy(Strategy):
         assert self._model is not None
         if self.world_size > 1 and any(p.requires_grad for p in self._model.parameters()):
             device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
-            self._wrapped = DistributedDataParallel(_StepWrapper(self._model), device_ids=device_ids, **self._ddp_kwargs)
+            self._wrapped = DistributedDataParallel(
+                _StepWrapper(self._model), device_ids=device_ids, **self._ddp_kwargs
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         if self._wrapped is not None:
@@ -157,12 +159,16 @@ class DDPStrategy(Strategy):
         if not dist.is_initialized() or self.world_size == 1:
             return tensor
         t = tensor.detach().clone().to(self.root_device)
-        op = {"mean": dist.ReduceOp.SUM, "sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX,
-              "min": dist.ReduceOp.MIN}[reduce_op]  # fmt: skip
+        op = {
+            "mean": dist.ReduceOp.SUM,
+            "sum": dist.ReduceOp.SUM,
+            "max": dist.ReduceOp.MAX,
+            "min": dist.ReduceOp.MIN,
+        }[reduce_op]
         dist.all_reduce(t, op=op)
         return t / self.world_size if reduce_op == "mean" else t
 
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         if not dist.is_initialized() or self.world_size == 1:
             return decision
         t = torch.tensor(int(decision), device=self.root_device)

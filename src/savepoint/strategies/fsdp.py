@@ -47,10 +47,16 @@ class FSDPStrategy(DDPStrategy):
         process_group_backend: str | None = None,
         timeout: timedelta = timedelta(minutes=30),
     ) -> None:
-        super().__init__(accelerator=accelerator, checkpoint_io=checkpoint_io,
-                         process_group_backend=process_group_backend, timeout=timeout)  # fmt: skip
+        super().__init__(
+            accelerator=accelerator,
+            checkpoint_io=checkpoint_io,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+        )
         if state_dict_type not in ("sharded", "full"):
-            raise ValueError(f"FSDPStrategy(state_dict_type={state_dict_type!r}) must be 'sharded' or 'full'.")
+            raise ValueError(
+                f"FSDPStrategy(state_dict_type={state_dict_type!r}) must be 'sharded' or 'full'."
+            )
         self.state_dict_type = state_dict_type
         self.shard_modules = shard_modules
         self.reshard_after_forward = reshard_after_forward
@@ -107,7 +113,9 @@ class FSDPStrategy(DDPStrategy):
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self._model, optimizer, options=self._options(self.state_dict_type == "full"))
+        return get_optimizer_state_dict(
+            self._model, optimizer, options=self._options(self.state_dict_type == "full")
+        )
 
     def load_model_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
@@ -147,7 +155,9 @@ class FSDPStrategy(DDPStrategy):
         self._loaded_from_sharded = None
         return super().load_checkpoint(checkpoint_path, map_location)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None
+    ) -> None:
         if self.state_dict_type == "full":
             super().save_checkpoint(checkpoint, filepath, storage_options)
             return
@@ -156,7 +166,8 @@ class FSDPStrategy(DDPStrategy):
         meta[fmt.STATE_DICT] = {}
         if fmt.OPTIMIZER_STATES in checkpoint:
             meta[fmt.OPTIMIZER_STATES] = [
-                {"param_groups": s.get("param_groups", []), "state_scalars": {}} for s in checkpoint[fmt.OPTIMIZER_STATES]
+                {"param_groups": s.get("param_groups", []), "state_scalars": {}}
+                for s in checkpoint[fmt.OPTIMIZER_STATES]
             ]
         sharded = {"state_dict": checkpoint[fmt.STATE_DICT]}
         if fmt.OPTIMIZER_STATES in checkpoint:
@@ -184,7 +195,9 @@ class FSDPStrategy(DDPStrategy):
             self.checkpoint_io.save_sharded(sharded, path, process_group=None)
         except CheckpointException as err:
             # DCP gathered the failure from the failing rank(s) and raised it on every rank.
-            failures = "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in sorted(err.failures.items()))
+            failures = "; ".join(
+                f"rank {r}: {type(e).__name__}: {e}" for r, e in sorted(err.failures.items())
+            )
             raise CheckpointWriteError(
                 f"saving sharded checkpoint {path!r} failed on {failures}; it has no {COMMIT_FILE} and is not a "
                 f"checkpoint.",
@@ -205,8 +218,6 @@ def _tensor_part(optimizer_state: dict[str, Any]) -> dict[str, Any]:
 def _merge(template: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
     state = {p: dict(v) for p, v in template.get("state", {}).items()}
     for key, value in tensors.items():
-        param, _, name = key[len("state."):].rpartition(".")
+        param, _, name = key[len("state.") :].rpartition(".")
         state.setdefault(param, {})[name] = value
     return {"state": state, "param_groups": template.get("param_groups", [])}
-
-

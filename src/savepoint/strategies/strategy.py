@@ -105,7 +105,7 @@ class Strategy(ABC):
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def setup_environment(self) -> None:
+    def setup_environment(self) -> None:  # noqa: B027 - optional hook, nothing to do on one device
         """Start processes / the process group; called once before anything else."""
 
     def connect(self, model: TrainingModule) -> None:
@@ -136,7 +136,7 @@ class Strategy(ABC):
 
     # -- agreement between ranks ------------------------------------------------------------------------------
 
-    def barrier(self, name: str | None = None) -> None:
+    def barrier(self, name: str | None = None) -> None:  # noqa: B027 - one process: nothing to wait for
         """Wait until every rank reaches this point."""
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
@@ -149,7 +149,7 @@ class Strategy(ABC):
     def reduce(self, tensor: torch.Tensor, reduce_op: str = "mean") -> torch.Tensor:
         return tensor
 
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         return decision
 
     # -- state in and out ----------------------------------------------------------------------------------------
@@ -170,7 +170,9 @@ class Strategy(ABC):
 
     # -- storage ---------------------------------------------------------------------------------------------------
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None
+    ) -> None:
         """Write on global rank 0; every rank returns only after the write, and every rank raises its error."""
         error: str | None = None
         if self.is_global_zero:
@@ -211,7 +213,10 @@ class SingleDeviceStrategy(Strategy):
     strategy_name = "single_device"
 
     def __init__(
-        self, device: str | torch.device | int = "cpu", checkpoint_io: CheckpointIO | None = None, **kwargs: Any
+        self,
+        device: str | torch.device | int = "cpu",
+        checkpoint_io: CheckpointIO | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(checkpoint_io=checkpoint_io)
         if isinstance(device, int):

@@ -20,7 +20,19 @@ from savepoint.hparams import encode_hparams
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
 
-_SAFE_LEAVES = (bool, int, float, complex, str, bytes, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+_SAFE_LEAVES = (
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    type(None),
+    torch.Tensor,
+    torch.dtype,
+    torch.device,
+    torch.Size,
+)
 
 
 def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
@@ -30,7 +42,9 @@ def check_weights_only_safe(obj: Any, where: str = "checkpoint") -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
             if not isinstance(key, _SAFE_LEAVES):
-                raise TypeError(f"{where} has a key of type {type(key).__name__} ({key!r}); use str or int keys.")
+                raise TypeError(
+                    f"{where} has a key of type {type(key).__name__} ({key!r}); use str or int keys."
+                )
             check_weights_only_safe(value, f"{where}[{key!r}]")
         return
     if isinstance(obj, list | tuple | set | frozenset):
@@ -65,7 +79,9 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
             cb.state_key: state for cb in trainer.callbacks if (state := cb.state_dict())
         }
         checkpoint[fmt.OPTIMIZER_STATES] = [strategy.optimizer_state(opt) for opt in trainer.optimizers]
-        checkpoint[fmt.LR_SCHEDULERS] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        checkpoint[fmt.LR_SCHEDULERS] = [
+            config.scheduler.state_dict() for config in trainer.lr_scheduler_configs
+        ]
         scaler_state = trainer._precision.state_dict()
         if scaler_state is not None:
             checkpoint[fmt.GRAD_SCALER] = scaler_state
@@ -207,8 +223,11 @@ def find_last(trainer: Trainer, verify: bool = True) -> tuple[str | None, list[s
         report = verify_checkpoint(path, load=True)
         if report.ok:
             return path, skipped
-        warnings.warn(f"ckpt_path='last': skipping {path!r}, which fails to load: {report.problems[0]}", UserWarning,
-                      stacklevel=4)  # fmt: skip
+        warnings.warn(
+            f"ckpt_path='last': skipping {path!r}, which fails to load: {report.problems[0]}",
+            UserWarning,
+            stacklevel=4,
+        )
         skipped.append(path)
     return None, skipped
 

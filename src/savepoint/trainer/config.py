@@ -16,12 +16,32 @@ from savepoint.strategies.strategy import SingleDeviceStrategy, Strategy
 from savepoint.trainer.precision import normalize_precision
 
 TRAINER_ARGS = (
-    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "max_epochs",
-    "min_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "val_check_interval",
-    "check_val_every_n_epoch", "num_sanity_val_steps", "accumulate_grad_batches", "gradient_clip_val",
-    "gradient_clip_algorithm", "default_root_dir", "enable_checkpointing", "enable_progress_bar",
-    "enable_model_summary", "deterministic", "plugins", "log_every_n_steps",
-)  # fmt: skip
+    "accelerator",
+    "strategy",
+    "devices",
+    "num_nodes",
+    "precision",
+    "logger",
+    "callbacks",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "val_check_interval",
+    "check_val_every_n_epoch",
+    "num_sanity_val_steps",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "default_root_dir",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "deterministic",
+    "plugins",
+    "log_every_n_steps",
+)
 DEPRECATED_ARGS = {
     "default_save_path": "default_root_dir",
     "checkpoint_callback": "enable_checkpointing (or callbacks=[ModelCheckpoint(...)])",
@@ -74,7 +94,9 @@ def _check_limit(name: str, value: Any) -> int | float:
         return value
     if isinstance(value, float):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"Trainer({name}={value!r}) as a float is a fraction of the epoch in [0.0, 1.0].")
+            raise ValueError(
+                f"Trainer({name}={value!r}) as a float is a fraction of the epoch in [0.0, 1.0]."
+            )
         return value
     raise ValueError(f"Trainer({name}={value!r}) must be an int (batches) or a float in [0.0, 1.0].")
 
@@ -99,8 +121,11 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
 
     # Document 004's arguments, each with a warning naming its replacement.
     if "default_save_path" in kw:
-        warnings.warn("Trainer(default_save_path=...) is deprecated; use Trainer(default_root_dir=...).",
-                      DeprecationWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            "Trainer(default_save_path=...) is deprecated; use Trainer(default_root_dir=...).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         value = kw.pop("default_save_path")
         if kw.get("default_root_dir") is None:
             kw["default_root_dir"] = value
@@ -142,9 +167,13 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     vci = kw.pop("val_check_interval", None)
     vci = 1.0 if vci is None else vci
     if isinstance(vci, float) and not 0.0 < vci <= 1.0:
-        raise ValueError(f"Trainer(val_check_interval={vci!r}) as a float is a fraction of the epoch in (0.0, 1.0].")
+        raise ValueError(
+            f"Trainer(val_check_interval={vci!r}) as a float is a fraction of the epoch in (0.0, 1.0]."
+        )
     if isinstance(vci, bool) or not isinstance(vci, int | float) or vci <= 0:
-        raise ValueError(f"Trainer(val_check_interval={vci!r}) must be a float in (0.0, 1.0] or an int >= 1 (batches).")
+        raise ValueError(
+            f"Trainer(val_check_interval={vci!r}) must be a float in (0.0, 1.0] or an int >= 1 (batches)."
+        )
     cfg.val_check_interval = vci
     cven = kw.pop("check_val_every_n_epoch", 1)
     if cven is not None:
@@ -215,7 +244,9 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
     if accelerator == "gpu":
         accelerator = "cuda"
     if accelerator == "cuda" and not torch.cuda.is_available():
-        raise ValueError("Trainer(accelerator='cuda') but no CUDA device is available; use accelerator='cpu'.")
+        raise ValueError(
+            "Trainer(accelerator='cuda') but no CUDA device is available; use accelerator='cpu'."
+        )
     devices = _parse_devices(rest.pop("devices", "auto"), accelerator)
     num_nodes = rest.pop("num_nodes", 1) or 1
     _check_int("num_nodes", num_nodes, 1)
@@ -236,7 +267,9 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
             name = "ddp" if devices > 1 or num_nodes > 1 or _under_torchrun() else "single_device"
         if name in ("single_device", "single"):
             if devices > 1:
-                raise ValueError(f"Trainer(strategy={strategy!r}, devices={devices}): one device only; use 'ddp'.")
+                raise ValueError(
+                    f"Trainer(strategy={strategy!r}, devices={devices}): one device only; use 'ddp'."
+                )
             device = torch.device("cuda", 0) if accelerator == "cuda" else torch.device("cpu")
             strategy_obj: Strategy = SingleDeviceStrategy(device)
         elif name == "ddp":
@@ -244,7 +277,9 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
         elif name == "fsdp":
             strategy_obj = FSDPStrategy(accelerator=accelerator)
         else:
-            raise ValueError(f"Trainer(strategy={strategy!r}) must be 'auto', 'single_device', 'ddp', 'fsdp' or a Strategy.")
+            raise ValueError(
+                f"Trainer(strategy={strategy!r}) must be 'auto', 'single_device', 'ddp', 'fsdp' or a Strategy."
+            )
     elif isinstance(strategy, Strategy):
         strategy_obj = strategy
     else:
@@ -263,5 +298,6 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
 
 
 def _under_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ
-                                                   and int(os.environ.get("WORLD_SIZE", "1")) > 1)  # fmt: skip
+    return "TORCHELASTIC_RUN_ID" in os.environ or (
+        "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    )

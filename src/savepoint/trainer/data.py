@@ -64,9 +64,18 @@ class _SkipBatches:
 
 
 _LOADER_ARGS = (
-    "num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
-    "generator", "prefetch_factor", "persistent_workers", "pin_memory_device", "in_order",
-)  # fmt: skip
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "pin_memory_device",
+    "in_order",
+)
 
 
 def _rebuild(loader: DataLoader, **overrides: Any) -> DataLoader | None:
@@ -74,7 +83,9 @@ def _rebuild(loader: DataLoader, **overrides: Any) -> DataLoader | None:
     if type(loader) is not DataLoader:
         return None
     params = inspect.signature(DataLoader.__init__).parameters
-    kwargs = {name: getattr(loader, name) for name in _LOADER_ARGS if name in params and hasattr(loader, name)}
+    kwargs = {
+        name: getattr(loader, name) for name in _LOADER_ARGS if name in params and hasattr(loader, name)
+    }
     if kwargs.get("num_workers", 0) == 0:
         kwargs.pop("prefetch_factor", None)
         kwargs["persistent_workers"] = False
@@ -84,7 +95,11 @@ def _rebuild(loader: DataLoader, **overrides: Any) -> DataLoader | None:
 
 def _generators(loader: Any) -> list[torch.Generator]:
     gens = []
-    for owner in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+    for owner in (
+        loader,
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
         gen = getattr(owner, "generator", None)
         if isinstance(gen, torch.Generator) and all(gen is not g for g in gens):
             gens.append(gen)
@@ -107,12 +122,14 @@ def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int
         return loader
     shuffle = isinstance(sampler, RandomSampler)
     dist_sampler = DistributedSampler(
-        loader.dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+        loader.dataset,
+        num_replicas=num_replicas,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
         drop_last=bool(loader.drop_last),
-    )  # fmt: skip
-    rebuilt = _rebuild(
-        loader, batch_size=loader.batch_size, sampler=dist_sampler, drop_last=loader.drop_last
     )
+    rebuilt = _rebuild(loader, batch_size=loader.batch_size, sampler=dist_sampler, drop_last=loader.drop_last)
     return rebuilt if rebuilt is not None else loader
 
 
@@ -173,7 +190,9 @@ class TrainData:
             return iter(self.loader)
         loader = self.loader
         if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
-            skipper = _SkipBatches(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler, skip)
+            skipper = _SkipBatches(
+                loader.batch_sampler if loader.batch_sampler is not None else loader.sampler, skip
+            )
             if loader.batch_sampler is not None:
                 rebuilt = _rebuild(loader, batch_sampler=skipper)
             else:
@@ -185,7 +204,11 @@ class TrainData:
                 if skipper.active is not None:
                     skipper.active.prime()
                 return it
-        if isinstance(loader, DataLoader) and isinstance(loader.dataset, IterableDataset) and _stateful(loader.dataset):
+        if (
+            isinstance(loader, DataLoader)
+            and isinstance(loader.dataset, IterableDataset)
+            and _stateful(loader.dataset)
+        ):
             return iter(loader)  # the dataset restored its own position through load_state_dict
         warnings.warn(
             f"resuming mid-epoch: skipping {skip} batches by loading and discarding them, because the training "

@@ -24,7 +24,10 @@ def _limit(loader: Any, limit: int | float) -> int | float:
 
 
 def run_validation(
-    trainer: Trainer, loaders: list[Any], max_batches: int | float | None, on_end: Callable[[], None] | None = None
+    trainer: Trainer,
+    loaders: list[Any],
+    max_batches: int | float | None,
+    on_end: Callable[[], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``validation_step`` over `loaders`; return the epoch-aggregated metrics."""
     module = trainer.training_module

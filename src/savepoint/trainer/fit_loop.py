@@ -51,7 +51,9 @@ def _loss_of(output: Any) -> torch.Tensor | None:
         if "loss" not in output:
             raise ValueError("training_step returned a dict without a 'loss' key.")
         return output["loss"]
-    raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}.")
+    raise TypeError(
+        f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}."
+    )
 
 
 class FitLoop:
@@ -82,7 +84,9 @@ class FitLoop:
         if self.pos.accumulated > 0:
             module = trainer.training_module
             state["accumulated_grads"] = {
-                name: p.grad.detach().cpu().clone() for name, p in module.named_parameters() if p.grad is not None
+                name: p.grad.detach().cpu().clone()
+                for name, p in module.named_parameters()
+                if p.grad is not None
             }
         return state
 
@@ -279,7 +283,10 @@ class FitLoop:
         cfg = t._cfg
         if not t._validation_will_run():
             return False
-        if cfg.check_val_every_n_epoch is not None and (self.pos.epoch + 1) % cfg.check_val_every_n_epoch != 0:
+        if (
+            cfg.check_val_every_n_epoch is not None
+            and (self.pos.epoch + 1) % cfg.check_val_every_n_epoch != 0
+        ):
             return False
         assert self.data is not None
         interval = cfg.val_check_interval

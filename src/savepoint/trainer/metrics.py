@@ -19,11 +19,19 @@ if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
 
 _REDUCE_ALIASES: dict[Any, str] = {
-    "mean": "mean", "avg": "mean", torch.mean: "mean",
-    "sum": "sum", torch.sum: "sum", sum: "sum",
-    "max": "max", torch.max: "max", max: "max",
-    "min": "min", torch.min: "min", min: "min",
-}  # fmt: skip
+    "mean": "mean",
+    "avg": "mean",
+    torch.mean: "mean",
+    "sum": "sum",
+    torch.sum: "sum",
+    sum: "sum",
+    "max": "max",
+    torch.max: "max",
+    max: "max",
+    "min": "min",
+    torch.min: "min",
+    min: "min",
+}
 
 
 def _reduce_name(reduce_fx: str | Callable[..., Any]) -> str:
@@ -60,8 +68,15 @@ class _Accumulator:
 
 
 def _step_fx(fx: str) -> bool:
-    return fx in ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward",
-                  "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")  # fmt: skip
+    return fx in (
+        "training_step",
+        "on_train_batch_start",
+        "on_train_batch_end",
+        "on_before_backward",
+        "on_after_backward",
+        "on_before_optimizer_step",
+        "on_before_zero_grad",
+    )
 
 
 class MetricStore:
@@ -98,7 +113,9 @@ class MetricStore:
             return
         tensor = self._as_tensor(name, value)
         if sync_dist and self._trainer.world_size > 1:
-            tensor = self._trainer.strategy.reduce(tensor, "mean" if _reduce_name(reduce_fx) == "mean" else _reduce_name(reduce_fx))
+            tensor = self._trainer.strategy.reduce(
+                tensor, "mean" if _reduce_name(reduce_fx) == "mean" else _reduce_name(reduce_fx)
+            )
         in_train = self.stage == "train"
         step_default = in_train and _step_fx(fx)
         on_step = step_default if on_step is None else on_step
@@ -129,7 +146,9 @@ class MetricStore:
     def _as_tensor(name: str, value: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             if value.numel() != 1:
-                raise ValueError(f"self.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; log scalars only.")
+                raise ValueError(
+                    f"self.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; log scalars only."
+                )
             return value.detach().reshape(()).float()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
             return torch.tensor(float(value))
@@ -159,7 +178,9 @@ class MetricStore:
             if acc.prog_bar:
                 self.progress_bar_metrics[key] = value
         logged = {
-            (f"{n}_epoch" if a.on_step else n): out[f"{n}_epoch" if a.on_step else n] for n, a in accs.items() if a.logger
+            (f"{n}_epoch" if a.on_step else n): out[f"{n}_epoch" if a.on_step else n]
+            for n, a in accs.items()
+            if a.logger
         }
         if logged:
             self.logged_metrics.update(logged)

@@ -26,7 +26,9 @@ def _scheduler_config(item: Any) -> LRSchedulerConfig:
     if isinstance(item, Mapping):
         unknown = set(item) - _SCHEDULER_KEYS
         if unknown:
-            raise ValueError(f"lr_scheduler config has unknown keys {sorted(unknown)}; allowed: {sorted(_SCHEDULER_KEYS)}")
+            raise ValueError(
+                f"lr_scheduler config has unknown keys {sorted(unknown)}; allowed: {sorted(_SCHEDULER_KEYS)}"
+            )
         if "scheduler" not in item:
             raise ValueError("an lr_scheduler config dict needs a 'scheduler' key holding the scheduler.")
         config = LRSchedulerConfig(**{k: v for k, v in item.items() if k != "reduce_on_plateau"})
@@ -71,8 +73,11 @@ def parse_optimizers(result: Any) -> tuple[list[torch.optim.Optimizer], list[LRS
             if "monitor" in result and not isinstance(item, Mapping):
                 item = {"scheduler": item, "monitor": result["monitor"]}
             schedulers = [_scheduler_config(item)]
-    elif isinstance(result, Sequence) and len(result) == 2 and isinstance(result[0], Sequence) and not isinstance(
-        result[0], str
+    elif (
+        isinstance(result, Sequence)
+        and len(result) == 2
+        and isinstance(result[0], Sequence)
+        and not isinstance(result[0], str)
     ):
         optimizers = _as_list(result[0])
         schedulers = [_scheduler_config(s) for s in _as_list(result[1])]

@@ -9,10 +9,15 @@ from typing import Any
 import torch
 
 _ALIASES = {
-    "32-true": "32-true", "32": "32-true", 32: "32-true",
-    "16-mixed": "16-mixed", "16": "16-mixed", 16: "16-mixed",
-    "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed",
-}  # fmt: skip
+    "32-true": "32-true",
+    "32": "32-true",
+    32: "32-true",
+    "16-mixed": "16-mixed",
+    "16": "16-mixed",
+    16: "16-mixed",
+    "bf16-mixed": "bf16-mixed",
+    "bf16": "bf16-mixed",
+}
 
 
 def normalize_precision(value: Any) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.strategies.strategy import Strategy
 from savepoint.trainer import checkpointing
 from savepoint.trainer.config import build_config, select_strategy
-from savepoint.trainer.data import TrainData, add_distributed_sampler
+from savepoint.trainer.data import TrainData
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
 from savepoint.trainer.metrics import MetricStore
@@ -68,10 +67,18 @@ class Trainer:
         log_every_n_steps: int | None = None,
         **deprecated: Any,
     ) -> None:
-        given = {k: v for k, v in locals().items() if k not in ("self", "deprecated", "__class__") and v is not None}
+        given = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "deprecated", "__class__") and v is not None
+        }
         given.update(deprecated)
-        for key, default in (("limit_train_batches", 1.0), ("limit_val_batches", 1.0), ("num_sanity_val_steps", 2),
-                             ("log_every_n_steps", 50)):  # fmt: skip
+        for key, default in (
+            ("limit_train_batches", 1.0),
+            ("limit_val_batches", 1.0),
+            ("num_sanity_val_steps", 2),
+            ("log_every_n_steps", 50),
+        ):
             given.setdefault(key, default)
         self._cfg, rest = build_config(given)
         self._cfg.check_val_every_n_epoch = check_val_every_n_epoch
@@ -120,7 +127,9 @@ class Trainer:
         if self._cfg.enable_progress_bar and not any(isinstance(cb, RichProgressBar) for cb in out):
             out.append(RichProgressBar())
         # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
-        return [cb for cb in out if not isinstance(cb, Checkpoint)] + [cb for cb in out if isinstance(cb, Checkpoint)]
+        return [cb for cb in out if not isinstance(cb, Checkpoint)] + [
+            cb for cb in out if isinstance(cb, Checkpoint)
+        ]
 
     def _build_logger(self, logger: Any) -> Logger | None:
         if logger is True or logger is None:
@@ -165,7 +174,9 @@ class Trainer:
     @property
     def training_module(self) -> TrainingModule:
         if self._model is None:
-            raise RuntimeError("no TrainingModule is attached to this Trainer; call trainer.fit(model) first.")
+            raise RuntimeError(
+                "no TrainingModule is attached to this Trainer; call trainer.fit(model) first."
+            )
         return self._model
 
     lightning_module = training_module
@@ -377,11 +388,15 @@ class Trainer:
     ) -> None:
         """Train `model`. ``ckpt_path`` (a path, ``"last"`` or ``"best"``) resumes a run exactly where it was."""
         if not isinstance(model, TrainingModule):
-            raise TypeError(f"Trainer.fit(model=...) expects a savepoint TrainingModule, got {type(model).__name__}.")
+            raise TypeError(
+                f"Trainer.fit(model=...) expects a savepoint TrainingModule, got {type(model).__name__}."
+            )
         if isinstance(train_dataloaders, DataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
-            raise ValueError("Trainer.fit: pass either datamodule= or train_dataloaders=/val_dataloaders=, not both.")
+            raise ValueError(
+                "Trainer.fit: pass either datamodule= or train_dataloaders=/val_dataloaders=, not both."
+            )
         if ckpt_path is None:
             ckpt_path = self._cfg.resume_from_checkpoint
         self._strategy.setup_environment()
@@ -445,7 +460,9 @@ class Trainer:
         if resolved is not None:
             from savepoint._loading import read_checkpoint
 
-            checkpoint = read_checkpoint(resolved, map_location=strategy.root_device, checkpoint_io=strategy.checkpoint_io)
+            checkpoint = read_checkpoint(
+                resolved, map_location=strategy.root_device, checkpoint_io=strategy.checkpoint_io
+            )
 
         self._call_callbacks("setup", "fit")
         if self._logger is not None and self.is_global_zero:
@@ -453,8 +470,9 @@ class Trainer:
         if checkpoint is not None:
             checkpointing.restore_modules_and_callbacks(self, checkpoint, resolved)  # type: ignore[arg-type]
 
-        self._optimizers, self._scheduler_configs = parse_optimizers(self._run_module(
-            "configure_optimizers", model.configure_optimizers))  # fmt: skip
+        self._optimizers, self._scheduler_configs = parse_optimizers(
+            self._run_module("configure_optimizers", model.configure_optimizers)
+        )
         if not self._optimizers:
             raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
         self._optimizers = strategy.setup_optimizers(self._optimizers)
@@ -581,12 +599,16 @@ class Trainer:
             if resolved is not None:
                 from savepoint._loading import describe_mismatch, read_checkpoint
 
-                checkpoint = read_checkpoint(resolved, self._strategy.root_device, self._strategy.checkpoint_io)
+                checkpoint = read_checkpoint(
+                    resolved, self._strategy.root_device, self._strategy.checkpoint_io
+                )
                 describe_mismatch(model, checkpoint[fmt.STATE_DICT], True, resolved)
                 self._strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT])
             self._val_loaders = self._resolve_val_loaders(dataloaders)
             if not self._val_loaders:
-                raise ValueError("Trainer.validate found no validation data: pass dataloaders= or a datamodule=.")
+                raise ValueError(
+                    "Trainer.validate found no validation data: pass dataloaders= or a datamodule=."
+                )
             self._metrics.callback_metrics = {}
             results = self._run_validation()
         finally:
@@ -606,7 +628,9 @@ class Trainer:
         """Save the full training state (or only the weights) to `filepath`. Call it on every rank: the
         strategy decides who writes, and every rank returns after the write."""
         if self._model is None:
-            raise RuntimeError("Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first.")
+            raise RuntimeError(
+                "Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first."
+            )
         checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
         self._strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options=storage_options)
         if not self._in_fit:

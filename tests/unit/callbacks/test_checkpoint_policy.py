@@ -10,8 +10,15 @@ from savepoint.callbacks.checkpoint_policy import Candidate
 
 
 def _validate(**overrides):
-    args = dict(save_top_k=1, mode="min", monitor=None, every_n_train_steps=None, every_n_epochs=None,
-                train_time_interval=None, save_last=None)  # fmt: skip
+    args = dict(
+        save_top_k=1,
+        mode="min",
+        monitor=None,
+        every_n_train_steps=None,
+        every_n_epochs=None,
+        train_time_interval=None,
+        save_last=None,
+    )
     args.update(overrides)
     policy.validate_config(**args)
 
@@ -20,7 +27,10 @@ def _validate(**overrides):
     ("overrides", "names"),
     [
         ({"every_n_train_steps": 2, "every_n_epochs": 1}, ("every_n_train_steps", "every_n_epochs")),
-        ({"every_n_train_steps": 2, "train_time_interval": timedelta(seconds=1)}, ("every_n_train_steps", "train_time_interval")),
+        (
+            {"every_n_train_steps": 2, "train_time_interval": timedelta(seconds=1)},
+            ("every_n_train_steps", "train_time_interval"),
+        ),
         ({"every_n_epochs": -1}, ("every_n_epochs",)),
         ({"every_n_train_steps": -3}, ("every_n_train_steps",)),
         ({"save_top_k": -2}, ("save_top_k",)),
@@ -42,7 +52,9 @@ def test_policy_validate_config_accepts_good_combinations():
 
 
 def test_policy_format_name_matches_the_spec_example():
-    name = policy.format_checkpoint_name("sample-mnist-{epoch:02d}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.3215})
+    name = policy.format_checkpoint_name(
+        "sample-mnist-{epoch:02d}-{val_loss:.2f}", {"epoch": 2, "val_loss": 0.3215}
+    )
     assert name == "sample-mnist-epoch=02-val_loss=0.32.ckpt"
 
 
@@ -51,8 +63,9 @@ def test_policy_format_name_default_template():
 
 
 def test_policy_format_name_without_metric_names():
-    name = policy.format_checkpoint_name("{epoch:02d}-{val_loss:.1f}", {"epoch": 1, "val_loss": 2.25},
-                                         auto_insert_metric_name=False)  # fmt: skip
+    name = policy.format_checkpoint_name(
+        "{epoch:02d}-{val_loss:.1f}", {"epoch": 1, "val_loss": 2.25}, auto_insert_metric_name=False
+    )
     assert name == "01-2.2.ckpt"
 
 
@@ -62,7 +75,10 @@ def test_policy_format_name_slash_in_metric_never_makes_folders():
 
 
 def test_policy_format_name_prefix_and_version():
-    assert policy.format_checkpoint_name("{epoch}", {"epoch": 1}, prefix="run", version=2) == "run-epoch=1-v2.ckpt"
+    assert (
+        policy.format_checkpoint_name("{epoch}", {"epoch": 1}, prefix="run", version=2)
+        == "run-epoch=1-v2.ckpt"
+    )
 
 
 def test_policy_versioned_name_skips_taken_names():
@@ -77,10 +93,22 @@ def test_policy_due_after_batch_steps_and_time():
     assert not policy.due_after_batch(global_step=4, last_step_saved=4, every_n_train_steps=2)
     assert not policy.due_after_batch(global_step=3, last_step_saved=2, every_n_train_steps=2)
     interval = timedelta(seconds=10)
-    assert policy.due_after_batch(global_step=3, last_step_saved=1, every_n_train_steps=0, elapsed_s=12.0,
-                                  last_time_saved_s=1.0, train_time_interval=interval)  # fmt: skip
-    assert not policy.due_after_batch(global_step=3, last_step_saved=1, every_n_train_steps=0, elapsed_s=5.0,
-                                      last_time_saved_s=1.0, train_time_interval=interval)  # fmt: skip
+    assert policy.due_after_batch(
+        global_step=3,
+        last_step_saved=1,
+        every_n_train_steps=0,
+        elapsed_s=12.0,
+        last_time_saved_s=1.0,
+        train_time_interval=interval,
+    )
+    assert not policy.due_after_batch(
+        global_step=3,
+        last_step_saved=1,
+        every_n_train_steps=0,
+        elapsed_s=5.0,
+        last_time_saved_s=1.0,
+        train_time_interval=interval,
+    )
 
 
 def test_policy_due_after_epoch_every_n():
@@ -106,10 +134,16 @@ def test_policy_top_k_zero_keeps_nothing():
     assert not policy.top_k_update([], Candidate("a", 1.0, 0), 0, "min").keep_new
 
 
-scores = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 1.0, 1.0, 2.0]))
+scores = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 1.0, 1.0, 2.0])
+)
 
 
-@given(values=st.lists(scores, max_size=25), k=st.integers(min_value=-1, max_value=5), mode=st.sampled_from(["min", "max"]))
+@given(
+    values=st.lists(scores, max_size=25),
+    k=st.integers(min_value=-1, max_value=5),
+    mode=st.sampled_from(["min", "max"]),
+)
 def test_policy_top_k_invariant_kept_files_are_exactly_the_k_best(values, k, mode):
     kept: list[Candidate] = []
     for i, v in enumerate(values):
@@ -122,7 +156,10 @@ def test_policy_top_k_invariant_kept_files_are_exactly_the_k_best(values, k, mod
     finite = [c for c in everything if math.isfinite(c.score)]
     sign = 1 if mode == "min" else -1
     # expected: the k best by (finite first, score, earlier first)
-    expected = sorted(everything, key=lambda c: (not math.isfinite(c.score), sign * c.score if math.isfinite(c.score) else 0, c.order))
+    expected = sorted(
+        everything,
+        key=lambda c: (not math.isfinite(c.score), sign * c.score if math.isfinite(c.score) else 0, c.order),
+    )
     expected = expected if k < 0 else expected[:k]
     assert {c.path for c in kept} == {c.path for c in expected}
     # a non-finite value is never kept while a finite one was dropped

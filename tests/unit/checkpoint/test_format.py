@@ -33,7 +33,7 @@ def test_format_newer_version_is_refused_with_upgrade_advice():
 
 
 def test_format_check_is_checkpoint_explains_a_bare_state_dict():
-    with pytest.raises(NotACheckpointError, match="bare state dict|no 'state_dict' key"):
+    with pytest.raises(NotACheckpointError, match=r"bare state dict|no 'state_dict' key"):
         fmt.check_is_checkpoint({"weight": torch.ones(1)}, "w.pt")
     with pytest.raises(NotACheckpointError, match="holds a list"):
         fmt.check_is_checkpoint([1, 2], "l.pt")

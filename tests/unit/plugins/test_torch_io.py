@@ -1,5 +1,4 @@
 import os
-import pickle
 import subprocess
 import sys
 
@@ -48,7 +47,9 @@ def test_torch_io_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path):
 
 
 def test_torch_io_sweeps_temporaries_left_by_a_killed_writer(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = tmp_path / f".a.ckpt{TMP_MARKER}{int(dead.stdout)}-deadbeef"
     stale.write_bytes(b"partial")
     TorchCheckpointIO().save_checkpoint(_ckpt(), str(tmp_path / "b.ckpt"))
@@ -66,7 +67,7 @@ def test_torch_io_temporary_names_never_look_like_checkpoints(tmp_path):
 
 
 def test_torch_io_missing_file_is_a_typed_error_naming_the_path(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="nope.ckpt"):
+    with pytest.raises(CheckpointNotFoundError, match=r"nope.ckpt"):
         TorchCheckpointIO().load_checkpoint(str(tmp_path / "nope.ckpt"))
 
 
@@ -75,14 +76,14 @@ def test_torch_io_torn_file_is_reported_as_corrupt(tmp_path):
     TorchCheckpointIO().save_checkpoint(_ckpt(), str(path))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptCheckpointError, match="torn.ckpt"):
+    with pytest.raises(CorruptCheckpointError, match=r"torn.ckpt"):
         TorchCheckpointIO().load_checkpoint(str(path))
 
 
 def test_torch_io_text_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "notes_corrupt.ckpt"
     path.write_text("hello, not a checkpoint\n" * 10)
-    with pytest.raises((CorruptCheckpointError, UnsafeCheckpointError), match="notes_corrupt.ckpt"):
+    with pytest.raises((CorruptCheckpointError, UnsafeCheckpointError), match=r"notes_corrupt.ckpt"):
         TorchCheckpointIO().load_checkpoint(str(path))
 
 
@@ -95,7 +96,7 @@ class Payload:
 def test_torch_io_refuses_pickled_code_and_never_runs_it(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "x": Payload()}, path)
-    with pytest.raises(UnsafeCheckpointError, match="evil.ckpt"):
+    with pytest.raises(UnsafeCheckpointError, match=r"evil.ckpt"):
         TorchCheckpointIO().load_checkpoint(str(path))
     assert not (tmp_path / "pwned.txt").exists()
 
@@ -114,7 +115,9 @@ def test_torch_io_loads_memory_mapped_on_cpu(tmp_path):
 def test_torch_io_memory_filesystem_roundtrip():
     io = TorchCheckpointIO()
     io.save_checkpoint(_ckpt(4.0), "memory://bucket/run/a.ckpt")
-    assert torch.equal(io.load_checkpoint("memory://bucket/run/a.ckpt")["state_dict"]["w"], torch.full((64, 64), 4.0))
+    assert torch.equal(
+        io.load_checkpoint("memory://bucket/run/a.ckpt")["state_dict"]["w"], torch.full((64, 64), 4.0)
+    )
     io.remove_checkpoint("memory://bucket/run/a.ckpt")
     with pytest.raises(CheckpointNotFoundError):
         io.load_checkpoint("memory://bucket/run/a.ckpt")
@@ -147,5 +150,3 @@ def test_verify_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
     torch.save({"w": torch.ones(1)}, path)
     report = verify_checkpoint(path)
     assert not report.ok and "not a checkpoint" in report.problems[0]
-
-

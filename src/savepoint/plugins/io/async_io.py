@@ -46,7 +46,9 @@ class _HostBuffers:
             or buf.stride() != src.stride()
             or buf.layout != src.layout
         ):
-            if src.layout != torch.strided or not src.is_contiguous() and not src.is_non_overlapping_and_dense():
+            if src.layout != torch.strided or (
+                not src.is_contiguous() and not src.is_non_overlapping_and_dense()
+            ):
                 return src.detach().to("cpu", copy=True)
             pin = src.is_cuda and torch.cuda.is_available()
             buf = torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu", pin_memory=pin)
@@ -138,7 +140,7 @@ class AsyncCheckpointIO(CheckpointIO):
             try:
                 if item is _STOP:
                     return
-                kind, fn, path, done = item
+                kind, fn, _path, done = item
                 with self._lock:
                     failed = self._error is not None
                 if kind == "remove" and failed:
@@ -156,7 +158,9 @@ class AsyncCheckpointIO(CheckpointIO):
             finally:
                 self._queue.task_done()
 
-    def _submit(self, kind: str, fn: Callable[[], None], path: str, done: Callable[[], None] | None = None) -> None:
+    def _submit(
+        self, kind: str, fn: Callable[[], None], path: str, done: Callable[[], None] | None = None
+    ) -> None:
         self._ensure_thread()
         self._queue.put((kind, fn, path, done))
 
@@ -173,7 +177,9 @@ class AsyncCheckpointIO(CheckpointIO):
 
     # -- the CheckpointIO API -----------------------------------------------------------------------------
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
+    ) -> None:
         self._raise_pending()
         self._save_done.wait()  # at most one save in flight; its buffers are ours again after this
         self._raise_pending()

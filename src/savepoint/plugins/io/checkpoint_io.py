@@ -36,7 +36,9 @@ class CheckpointIO(ABC):
     """Abstract base: subclass it and pass an instance as ``Trainer(plugins=[io])`` or ``Strategy(checkpoint_io=io)``."""
 
     @abstractmethod
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
+    ) -> None:
         """Write `checkpoint` to `path` atomically."""
 
     @abstractmethod

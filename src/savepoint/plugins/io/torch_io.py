@@ -22,11 +22,13 @@ from savepoint.checkpoint.errors import (
 )
 from savepoint.plugins.io._fs import (
     fsync_dir,
-    fsync_file as fsync_path,
     get_fs,
     is_local,
     sweep_stale_temps,
     temp_name_for,
+)
+from savepoint.plugins.io._fs import (
+    fsync_file as fsync_path,
 )
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
@@ -111,7 +113,9 @@ class TorchCheckpointIO(CheckpointIO):
         self._active: set[Path] = set()
         self._lock = threading.Lock()
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
+    ) -> None:
         fs, inner = get_fs(path, storage_options)
         if is_local(fs):
             self._save_local(checkpoint, Path(inner), path)
@@ -123,7 +127,9 @@ class TorchCheckpointIO(CheckpointIO):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise CheckpointWriteError(f"cannot create checkpoint folder {str(folder)!r}: {err}", shown) from err
+            raise CheckpointWriteError(
+                f"cannot create checkpoint folder {str(folder)!r}: {err}", shown
+            ) from err
         tmp = temp_name_for(final)
         with self._lock:
             self._active.add(tmp)
