@@ -217,3 +217,23 @@ def test_two_nodes_on_one_machine_over_loopback(tmp_path):
         "epoch=1-step=12.ckpt",
         "last.ckpt",
     ]
+
+
+def test_fsdp_async_sharded_saves_commit_and_reload(tmp_path):
+    _torchrun(tmp_path, 2, "run", "out", "--strategy", "fsdp", "--async-io")
+    trained = _results(tmp_path, "out", 2)[0]["params"]
+    for name in ("epoch=0-step=6.ckpt", "epoch=1-step=12.ckpt", "last.ckpt"):
+        assert (tmp_path / "run/ck" / name / ".metadata").is_file(), name
+    _torchrun(tmp_path, 1, "run", "one", "--strategy", "fsdp", "--ckpt", "run/ck/last.ckpt")
+    assert _same_params(trained, _results(tmp_path, "one", 1)[0]["params"])
+
+
+def test_ddp_async_saves_write_once_and_reload(tmp_path):
+    _torchrun(tmp_path, 2, "run", "out", "--async-io")
+    assert sorted(os.listdir(tmp_path / "run/ck")) == [
+        "epoch=0-step=6.ckpt",
+        "epoch=1-step=12.ckpt",
+        "last.ckpt",
+    ]
+    trained = _results(tmp_path, "out", 2)[0]["params"]
+    assert _same_params(trained, torch.load(tmp_path / "run/ck/last.ckpt", weights_only=True)["state_dict"])

@@ -174,6 +174,9 @@ class FSDPStrategy(DDPStrategy):
             sharded["optimizer_states"] = {
                 str(i): _tensor_part(s) for i, s in enumerate(checkpoint[fmt.OPTIMIZER_STATES])
             }
+        wait = getattr(self.checkpoint_io, "wait", None)
+        if callable(wait):
+            wait()  # an async save still writing (possibly this very folder) lands first
         error = None
         if self.is_global_zero:
             try:
