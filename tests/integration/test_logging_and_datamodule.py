@@ -5,10 +5,10 @@ import csv
 import pytest
 import torch
 import yaml
-from helpers import TinyModel, loaders, make_data, quiet_trainer
 from torch.utils.data import DataLoader
 
 import savepoint as sp
+from helpers import TinyModel, loaders, make_data, quiet_trainer
 
 
 class Logs(TinyModel):

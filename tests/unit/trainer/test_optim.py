@@ -41,5 +41,5 @@ def test_configure_optimizers_bad_forms_are_explained(params):
         )
     with pytest.raises(ValueError, match="ReduceLROnPlateau needs a metric"):
         parse_optimizers({"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt)})
-    with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"not a torch.optim.Optimizer"):
         parse_optimizers(["adam"])
