@@ -63,10 +63,10 @@ def verify_checkpoint(path: str | os.PathLike, load: bool = True) -> VerifyRepor
                 f"folder without {COMMIT_FILE}: an interrupted sharded save, not a checkpoint"
             )
             return report
-        for name in sorted(os.listdir(path)):
-            if name.endswith(".distcp") or name == META_FILE:
-                _check_zip(os.path.join(path, name), report) if name == META_FILE else None
-                report.bytes += os.path.getsize(os.path.join(path, name)) if name.endswith(".distcp") else 0
+        _check_zip(os.path.join(path, META_FILE), report)
+        for name in os.listdir(path):
+            if name.endswith(".distcp"):
+                report.bytes += os.path.getsize(os.path.join(path, name))
         if load and not report.problems:
             try:
                 meta: dict[str, Any] = read_meta(path)

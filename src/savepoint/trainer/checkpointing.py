@@ -138,24 +138,27 @@ def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], 
         )
 
 
+def _same_count(
+    checkpoint: dict[str, Any], key: str, configured: list[Any], what: str, path: str
+) -> list[Any]:
+    stored = checkpoint.get(key, [])
+    if len(stored) != len(configured):
+        raise CheckpointError(
+            f"{path!r} holds {len(stored)} {what} state(s) but configure_optimizers() returned {len(configured)}; "
+            f"resume with the same {what} configuration.",
+            path,
+        )
+    return stored
+
+
 def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
     """Optimizers, schedulers, scaler, loop position and RNG: after optimizers exist."""
-    optimizer_states = checkpoint.get(fmt.OPTIMIZER_STATES, [])
-    if len(optimizer_states) != len(trainer.optimizers):
-        raise CheckpointError(
-            f"{path!r} holds {len(optimizer_states)} optimizer state(s) but configure_optimizers() returned "
-            f"{len(trainer.optimizers)}; resume with the same optimizer configuration.",
-            path,
-        )
+    optimizer_states = _same_count(checkpoint, fmt.OPTIMIZER_STATES, trainer.optimizers, "optimizer", path)
     for opt, state in zip(trainer.optimizers, optimizer_states):
         trainer.strategy.load_optimizer_state_dict(opt, state)
-    scheduler_states = checkpoint.get(fmt.LR_SCHEDULERS, [])
-    if len(scheduler_states) != len(trainer.lr_scheduler_configs):
-        raise CheckpointError(
-            f"{path!r} holds {len(scheduler_states)} LR scheduler state(s) but configure_optimizers() returned "
-            f"{len(trainer.lr_scheduler_configs)}; resume with the same scheduler configuration.",
-            path,
-        )
+    scheduler_states = _same_count(
+        checkpoint, fmt.LR_SCHEDULERS, trainer.lr_scheduler_configs, "LR scheduler", path
+    )
     for config, state in zip(trainer.lr_scheduler_configs, scheduler_states):
         config.scheduler.load_state_dict(state)
     trainer._precision.load_state_dict(checkpoint.get(fmt.GRAD_SCALER))

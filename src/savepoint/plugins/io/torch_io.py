@@ -20,16 +20,7 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
 )
-from savepoint.plugins.io._fs import (
-    fsync_dir,
-    get_fs,
-    is_local,
-    sweep_stale_temps,
-    temp_name_for,
-)
-from savepoint.plugins.io._fs import (
-    fsync_file as fsync_path,
-)
+from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
@@ -144,7 +135,7 @@ class TorchCheckpointIO(CheckpointIO):
             fill_crc32(tmp)  # zlib.crc32 releases the GIL; torch's own CRC pass does not
             fsync_path(tmp)
             os.replace(tmp, final)
-            fsync_dir(folder)
+            fsync_path(folder)
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
