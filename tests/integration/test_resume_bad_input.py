@@ -136,3 +136,51 @@ def test_iterable_dataset_without_state_is_fast_forwarded_with_a_warning(tmp_pat
         quiet_trainer(max_epochs=1, limit_train_batches=8).fit(
             TinyModel(), loader, ckpt_path="ck/epoch=0-step=3.ckpt"
         )
+
+
+class PositionSampler(torch.utils.data.Sampler):
+    """A sampler that knows its own position (as torchdata's stateful samplers do)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pos = 0
+        self.order = torch.randperm(n, generator=torch.Generator().manual_seed(3)).tolist()
+
+    def __iter__(self):
+        while self.pos < self.n:
+            self.pos += 1
+            yield self.order[self.pos - 1]
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.pos = state["pos"]
+
+
+def test_stateful_sampler_resumes_through_its_own_state(tmp_path):
+    class Seen(TinyModel):
+        def __init__(self):
+            super().__init__()
+            self.first_x = None
+
+        def training_step(self, batch, batch_idx):
+            if self.first_x is None:
+                self.first_x = batch[0][0].clone()
+            return super().training_step(batch, batch_idx)
+
+    data = make_data(64)
+    loader = DataLoader(data, batch_size=8, sampler=PositionSampler(64))
+    cb = sp.ModelCheckpoint(dirpath="ck", every_n_train_steps=3, save_top_k=-1)
+    quiet_trainer(max_epochs=1, callbacks=[cb]).fit(TinyModel(), loader)
+    state = torch.load("ck/epoch=0-step=3.ckpt", weights_only=True)["loops"]["fit_loop"]["data_state"]
+    assert state == {"sampler": {"pos": 24}}
+    model = Seen()
+    resumed_loader = DataLoader(data, batch_size=8, sampler=PositionSampler(64))
+    quiet_trainer(max_epochs=1).fit(model, resumed_loader, ckpt_path="ck/epoch=0-step=3.ckpt")
+    expected_first = data[PositionSampler(64).order[24]][0]
+    assert torch.equal(model.first_x, expected_first)  # batch 3 of the epoch: neither replayed nor skipped twice

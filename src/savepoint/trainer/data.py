@@ -186,7 +186,7 @@ class TrainData:
 
     def iterator(self, skip: int = 0) -> Iterator[Any]:
         """An iterator over this epoch's batches, starting after `skip` batches."""
-        if skip <= 0:
+        if skip <= 0 or self._seeks_itself():
             return iter(self.loader)
         loader = self.loader
         if isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset):
@@ -224,6 +224,11 @@ class TrainData:
         return it
 
     # -- stateful samplers and datasets -------------------------------------------------------------------------
+
+    def _seeks_itself(self) -> bool:
+        """A sampler or batch sampler with its own state resumes its position through load_state_dict."""
+        owners = (getattr(self.loader, "sampler", None), getattr(self.loader, "batch_sampler", None))
+        return any(o is not None and _stateful(o) and not isinstance(o, _SkipBatches) for o in owners)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
