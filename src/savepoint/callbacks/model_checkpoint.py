@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from savepoint.callbacks import checkpoint_policy as policy
+from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import get_fs, is_local
 
@@ -58,7 +59,7 @@ class ModelCheckpoint(Checkpoint):
         enable_version_counter: bool = True,
         **deprecated: Any,
     ) -> None:
-        dirpath, filename, prefix, every_n_epochs, save_top_k = self._accept_deprecated(
+        dirpath, filename, prefix, every_n_epochs, save_top_k = accept_deprecated(
             deprecated, dirpath, filename, every_n_epochs, save_top_k
         )
         policy.validate_config(
@@ -105,59 +106,6 @@ class ModelCheckpoint(Checkpoint):
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
-
-    @staticmethod
-    def _accept_deprecated(
-        deprecated: dict[str, Any],
-        dirpath: Any,
-        filename: str | None,
-        every_n_epochs: int | None,
-        save_top_k: Any,
-    ) -> tuple[Any, str | None, str, int | None, int]:
-        """Document 004's arguments: ``filepath=``, ``prefix=``, ``period=``, and ``save_top_k=True``."""
-        prefix = ""
-        unknown = set(deprecated) - {"filepath", "prefix", "period"}
-        if unknown:
-            raise TypeError(
-                f"ModelCheckpoint() got unexpected argument(s) {sorted(unknown)}; see help(ModelCheckpoint) "
-                f"for the arguments it takes."
-            )
-        if "filepath" in deprecated:
-            warnings.warn(
-                "ModelCheckpoint(filepath=...) is deprecated; use ModelCheckpoint(dirpath=..., filename=...).",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            filepath = deprecated["filepath"]
-            if filepath is not None:
-                filepath = os.fspath(filepath)
-                if os.path.isdir(filepath) or filepath.endswith(os.sep):
-                    dirpath = dirpath or filepath
-                else:
-                    dirpath = dirpath or os.path.dirname(filepath) or "."
-                    filename = filename or os.path.splitext(os.path.basename(filepath))[0]
-        if "prefix" in deprecated:
-            warnings.warn(
-                "ModelCheckpoint(prefix=...) is deprecated; put the prefix in ModelCheckpoint(filename=...).",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            prefix = deprecated["prefix"] or ""
-        if "period" in deprecated:
-            warnings.warn(
-                "ModelCheckpoint(period=...) is deprecated; use ModelCheckpoint(every_n_epochs=...).",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            every_n_epochs = deprecated["period"] if every_n_epochs is None else every_n_epochs
-        if isinstance(save_top_k, bool):
-            warnings.warn(
-                f"ModelCheckpoint(save_top_k={save_top_k}) is deprecated; pass an int ({int(save_top_k)}).",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            save_top_k = int(save_top_k)
-        return dirpath, filename, prefix, every_n_epochs, save_top_k
 
     # -- identity and state ---------------------------------------------------------------------------------
 

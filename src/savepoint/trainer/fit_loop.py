@@ -149,7 +149,7 @@ class FitLoop:
             if self.pos.phase != "epoch_end":  # resumed inside on_train_epoch_end: only schedulers remain
                 self.pos.phase = "epoch_end"
                 self._epoch_end()
-            t._step_schedulers("epoch")
+            self.step_schedulers("epoch")
             self.pos.epoch += 1
             self.pos.batches_done = 0
             self.pos.phase = "epoch_start"
@@ -274,7 +274,30 @@ class FitLoop:
             opt.zero_grad(set_to_none=True)
         t._global_step += 1
         self.pos.global_step = t._global_step
-        t._step_schedulers("step")
+        self.step_schedulers("step")
+
+    def step_schedulers(self, interval: str) -> None:
+        """Step the LR schedulers of `interval` ("step" after an optimizer step, "epoch" at the epoch end)."""
+        t = self.trainer
+        for config in t.lr_scheduler_configs:
+            if config.interval != interval:
+                continue
+            count = t.global_step if interval == "step" else t.current_epoch + 1
+            if count % config.frequency != 0:
+                continue
+            if config.reduce_on_plateau:
+                value = t.callback_metrics.get(config.monitor)  # type: ignore[arg-type]
+                if value is None:
+                    if config.strict:
+                        available = sorted(t.callback_metrics)
+                        raise KeyError(
+                            f"ReduceLROnPlateau monitors {config.monitor!r}, which is not logged (logged: "
+                            f"{available}). Log it with self.log, or set 'strict': False in the scheduler config."
+                        )
+                    continue
+                config.scheduler.step(float(value))
+            else:
+                config.scheduler.step()
 
     # -- validation inside the epoch ----------------------------------------------------------------------------
 

@@ -25,16 +25,14 @@ from savepoint.trainer.config import build_config, select_strategy
 from savepoint.trainer.data import TrainData
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
+from savepoint.trainer.hooks import HookDispatch, _overrides
 from savepoint.trainer.metrics import MetricStore
 from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
+from savepoint.trainer.properties import TrainerProperties
 
 
-def _overrides(obj: Any, base: type, name: str) -> bool:
-    return getattr(type(obj), name, None) is not getattr(base, name, None)
-
-
-class Trainer:
+class Trainer(TrainerProperties, HookDispatch):
     """Trains a `TrainingModule`, checkpointing automatically (see ``fit``)."""
 
     def __init__(
@@ -140,182 +138,6 @@ class Trainer:
             return logger
         raise TypeError(f"Trainer(logger={logger!r}) must be True, False or a savepoint Logger.")
 
-    # -- properties --------------------------------------------------------------------------------------------
-
-    @property
-    def callbacks(self) -> list[Callback]:
-        return self._callbacks
-
-    @property
-    def checkpoint_callbacks(self) -> list[Checkpoint]:
-        return [cb for cb in self._callbacks if isinstance(cb, Checkpoint)]
-
-    @property
-    def checkpoint_callback(self) -> Checkpoint | None:
-        cbs = self.checkpoint_callbacks
-        return cbs[0] if cbs else None
-
-    @property
-    def early_stopping_callback(self) -> Callback | None:
-        from savepoint.callbacks.early_stopping import EarlyStopping
-
-        return next((cb for cb in self._callbacks if isinstance(cb, EarlyStopping)), None)
-
-    @property
-    def progress_bar_callback(self) -> Callback | None:
-        from savepoint.callbacks.progress import RichProgressBar
-
-        return next((cb for cb in self._callbacks if isinstance(cb, RichProgressBar)), None)
-
-    @property
-    def strategy(self) -> Strategy:
-        return self._strategy
-
-    @property
-    def training_module(self) -> TrainingModule:
-        if self._model is None:
-            raise RuntimeError(
-                "no TrainingModule is attached to this Trainer; call trainer.fit(model) first."
-            )
-        return self._model
-
-    lightning_module = training_module
-
-    @property
-    def model(self) -> TrainingModule | None:
-        return self._model
-
-    @property
-    def datamodule(self) -> DataModule | None:
-        return self._datamodule
-
-    @property
-    def current_epoch(self) -> int:
-        return self._fit_loop.pos.epoch
-
-    @property
-    def global_step(self) -> int:
-        return self._global_step
-
-    @property
-    def max_epochs(self) -> int:
-        return self._cfg.max_epochs
-
-    @property
-    def max_steps(self) -> int:
-        return self._cfg.max_steps
-
-    @property
-    def default_root_dir(self) -> str:
-        return self._cfg.default_root_dir
-
-    @property
-    def callback_metrics(self) -> dict[str, torch.Tensor]:
-        return self._metrics.callback_metrics
-
-    @property
-    def logged_metrics(self) -> dict[str, torch.Tensor]:
-        return self._metrics.logged_metrics
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self._metrics.progress_bar_metrics.items()}
-
-    @property
-    def logger(self) -> Logger | None:
-        return self._logger
-
-    @property
-    def loggers(self) -> list[Logger]:
-        return [self._logger] if self._logger is not None else []
-
-    @property
-    def log_dir(self) -> str | None:
-        if self._logger is None:
-            return self.default_root_dir
-        return self._logger.log_dir
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return self._optimizers
-
-    @property
-    def lr_scheduler_configs(self) -> list[LRSchedulerConfig]:
-        return self._scheduler_configs
-
-    @property
-    def global_rank(self) -> int:
-        return self._strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self._strategy.local_rank
-
-    @property
-    def node_rank(self) -> int:
-        return self._strategy.node_rank
-
-    @property
-    def world_size(self) -> int:
-        return self._strategy.world_size
-
-    @property
-    def num_devices(self) -> int:
-        return self._strategy.world_size
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self._strategy.is_global_zero
-
-    @property
-    def num_training_batches(self) -> int | float:
-        return self._fit_loop.data.num_batches if self._fit_loop.data is not None else 0
-
-    @property
-    def precision(self) -> str:
-        return self._cfg.precision
-
-    @property
-    def scaler(self) -> torch.amp.GradScaler | None:
-        return self._precision.scaler
-
-    # -- hook dispatch ---------------------------------------------------------------------------------------
-
-    def _hook_targets(self, name: str) -> tuple[list[Callback], bool]:
-        cached = self._hook_cache.get(name)
-        if cached is None:
-            cbs = [cb for cb in self._callbacks if _overrides(cb, Callback, name)]
-            module_has = self._model is not None and _overrides(self._model, TrainingModule, name)
-            cached = self._hook_cache[name] = (cbs, module_has)
-        return cached
-
-    def _call_module(self, name: str, *args: Any) -> Any:
-        _, module_has = self._hook_targets(name)
-        if module_has:
-            return self._run_module(name, getattr(self._model, name), *args)
-        return None
-
-    def _call_callbacks(self, name: str, *args: Any) -> None:
-        cbs, _ = self._hook_targets(name)
-        module = self._model
-        for cb in cbs:
-            getattr(cb, name)(self, module, *args)
-
-    def _call(self, name: str, *args: Any) -> Any:
-        """The module's hook, then each callback's (checkpoint callbacks last)."""
-        result = self._call_module(name, *args)
-        self._call_callbacks(name, *args)
-        return result
-
-    def _run_module(self, name: str, fn: Any, *args: Any) -> Any:
-        module = self._model
-        previous = module._current_fx  # type: ignore[union-attr]
-        module._current_fx = name  # type: ignore[union-attr]
-        try:
-            return fn(*args)
-        finally:
-            module._current_fx = previous  # type: ignore[union-attr]
-
     # -- small services for callbacks -----------------------------------------------------------------------
 
     def _print(self, message: str) -> None:
@@ -354,27 +176,6 @@ class Trainer:
     def _log_flush(self) -> None:
         if self._logger is not None and self.is_global_zero:
             self._logger.save()
-
-    def _step_schedulers(self, interval: str) -> None:
-        for config in self._scheduler_configs:
-            if config.interval != interval:
-                continue
-            count = self._global_step if interval == "step" else self.current_epoch + 1
-            if count % config.frequency != 0:
-                continue
-            if config.reduce_on_plateau:
-                value = self.callback_metrics.get(config.monitor)  # type: ignore[arg-type]
-                if value is None:
-                    if config.strict:
-                        available = sorted(self.callback_metrics)
-                        raise KeyError(
-                            f"ReduceLROnPlateau monitors {config.monitor!r}, which is not logged (logged: "
-                            f"{available}). Log it with self.log, or set 'strict': False in the scheduler config."
-                        )
-                    continue
-                config.scheduler.step(float(value))
-            else:
-                config.scheduler.step()
 
     # -- fit ----------------------------------------------------------------------------------------------------
 

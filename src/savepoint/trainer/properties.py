@@ -1,0 +1,173 @@
+"""The Trainer's read-only properties (the state users and callbacks query), as a mixin of `Trainer`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from savepoint.callbacks.callback import Callback
+from savepoint.callbacks.checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from savepoint.datamodule import DataModule
+    from savepoint.loggers import Logger
+    from savepoint.module import TrainingModule
+    from savepoint.strategies.strategy import Strategy
+    from savepoint.trainer.optim import LRSchedulerConfig
+
+
+class TrainerProperties:
+    """Mixed into `Trainer`; reads the attributes `Trainer.__init__` and `fit` set."""
+
+    _callbacks: list[Callback]
+    _strategy: Strategy
+    _model: TrainingModule | None
+    _datamodule: DataModule | None
+    _logger: Logger | None
+    _optimizers: list[torch.optim.Optimizer]
+    _scheduler_configs: list[LRSchedulerConfig]
+    _global_step: int
+    _cfg: Any
+    _metrics: Any
+    _fit_loop: Any
+    _precision: Any
+
+    # -- properties --------------------------------------------------------------------------------------------
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        return self._callbacks
+
+    @property
+    def checkpoint_callbacks(self) -> list[Checkpoint]:
+        return [cb for cb in self._callbacks if isinstance(cb, Checkpoint)]
+
+    @property
+    def checkpoint_callback(self) -> Checkpoint | None:
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callback(self) -> Callback | None:
+        from savepoint.callbacks.early_stopping import EarlyStopping
+
+        return next((cb for cb in self._callbacks if isinstance(cb, EarlyStopping)), None)
+
+    @property
+    def progress_bar_callback(self) -> Callback | None:
+        from savepoint.callbacks.progress import RichProgressBar
+
+        return next((cb for cb in self._callbacks if isinstance(cb, RichProgressBar)), None)
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def training_module(self) -> TrainingModule:
+        if self._model is None:
+            raise RuntimeError(
+                "no TrainingModule is attached to this Trainer; call trainer.fit(model) first."
+            )
+        return self._model
+
+    lightning_module = training_module
+
+    @property
+    def model(self) -> TrainingModule | None:
+        return self._model
+
+    @property
+    def datamodule(self) -> DataModule | None:
+        return self._datamodule
+
+    @property
+    def current_epoch(self) -> int:
+        return self._fit_loop.pos.epoch
+
+    @property
+    def global_step(self) -> int:
+        return self._global_step
+
+    @property
+    def max_epochs(self) -> int:
+        return self._cfg.max_epochs
+
+    @property
+    def max_steps(self) -> int:
+        return self._cfg.max_steps
+
+    @property
+    def default_root_dir(self) -> str:
+        return self._cfg.default_root_dir
+
+    @property
+    def callback_metrics(self) -> dict[str, torch.Tensor]:
+        return self._metrics.callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, torch.Tensor]:
+        return self._metrics.logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self._metrics.progress_bar_metrics.items()}
+
+    @property
+    def logger(self) -> Logger | None:
+        return self._logger
+
+    @property
+    def loggers(self) -> list[Logger]:
+        return [self._logger] if self._logger is not None else []
+
+    @property
+    def log_dir(self) -> str | None:
+        if self._logger is None:
+            return self.default_root_dir
+        return self._logger.log_dir
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self._optimizers
+
+    @property
+    def lr_scheduler_configs(self) -> list[LRSchedulerConfig]:
+        return self._scheduler_configs
+
+    @property
+    def global_rank(self) -> int:
+        return self._strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self._strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self._strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        return self._strategy.world_size
+
+    @property
+    def num_devices(self) -> int:
+        return self._strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self._strategy.is_global_zero
+
+    @property
+    def num_training_batches(self) -> int | float:
+        return self._fit_loop.data.num_batches if self._fit_loop.data is not None else 0
+
+    @property
+    def precision(self) -> str:
+        return self._cfg.precision
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        return self._precision.scaler
