@@ -36,7 +36,9 @@ def test_sigkill_at_random_moments_leaves_only_loadable_checkpoints(tmp_path):
         assert proc.stdout is not None
         proc.stdout.readline()  # "START": torch is imported, training begins
         deadline = time.monotonic() + 120
-        while not (root / "ck" / "last.ckpt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            not (root / "ck" / "last.ckpt").exists() and time.monotonic() < deadline and proc.poll() is None
+        ):
             time.sleep(0.01)  # on a busy machine the first save may take a while
         time.sleep(rng.uniform(0.0, 1.0))  # then a random moment: saves run at every step
         proc.send_signal(signal.SIGKILL)

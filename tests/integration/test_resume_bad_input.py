@@ -183,4 +183,6 @@ def test_stateful_sampler_resumes_through_its_own_state(tmp_path):
     resumed_loader = DataLoader(data, batch_size=8, sampler=PositionSampler(64))
     quiet_trainer(max_epochs=1).fit(model, resumed_loader, ckpt_path="ck/epoch=0-step=3.ckpt")
     expected_first = data[PositionSampler(64).order[24]][0]
-    assert torch.equal(model.first_x, expected_first)  # batch 3 of the epoch: neither replayed nor skipped twice
+    assert torch.equal(
+        model.first_x, expected_first
+    )  # batch 3 of the epoch: neither replayed nor skipped twice

@@ -364,3 +364,16 @@ def test_validate_returns_metrics(tmp_path):
     out = trainer.validate(model, val, verbose=False)
     expected = sum(F.cross_entropy(model(x), y).item() * len(x) for x, y in val) / 16
     assert out[0]["val_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_without_version_counter_a_reused_name_records_the_new_score(tmp_path):
+    train, val = loaders()
+    cb = ModelCheckpoint(
+        dirpath="ck", filename="fixed", monitor="val_loss", save_top_k=2, enable_version_counter=False
+    )
+    quiet_trainer(callbacks=[cb], max_epochs=2).fit(ScriptedModel(values=(0.5, 0.3)), train, val)
+    assert os.listdir("ck") == ["fixed.ckpt"]
+    assert {os.path.basename(p): round(float(v), 3) for p, v in cb.best_k_models.items()} == {
+        "fixed.ckpt": 0.3
+    }
+    assert float(cb.best_model_score) == pytest.approx(0.3)

@@ -342,9 +342,14 @@ class ModelCheckpoint(Checkpoint):
         reusable = decision.evicted[0].path if decision.evicted else None
         path = self._free_name(trainer, candidates, None, reusable)
         new = policy.Candidate(path, float(score_tensor), self._next_order)
-        kept = [new if c.path == probe.path else c for c in decision.kept]
+        # Ranked best first; an older entry of the same name (no version counter) is the file being replaced.
+        kept = [new if c.path == probe.path else c for c in decision.kept if c.path != path]
         evicted = [c for c in decision.evicted if c.path != path]
-        new_best_k = {c.path: self._public_score(c, score) for c in sorted(kept, key=lambda c: c.order)}
+        new_public = score if score is not None else score_tensor
+        new_best_k = {
+            c.path: new_public if c is new else self.best_k_models[c.path]
+            for c in sorted(kept, key=lambda c: c.order)
+        }
         best, worst = kept[0], kept[-1]
         after = {
             "best_k_models": new_best_k,
@@ -364,13 +369,6 @@ class ModelCheckpoint(Checkpoint):
             trainer._print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
         for old in evicted:
             self._remove(trainer, old.path)
-
-    def _public_score(self, candidate: policy.Candidate, new_score: torch.Tensor | None) -> torch.Tensor:
-        if candidate.path in self.best_k_models:
-            return self.best_k_models[candidate.path]
-        if new_score is not None:
-            return new_score
-        return torch.tensor(candidate.score)
 
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if not self.save_last:

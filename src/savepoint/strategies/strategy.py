@@ -174,26 +174,23 @@ class Strategy(ABC):
         self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None
     ) -> None:
         """Write on global rank 0; every rank returns only after the write, and every rank raises its error."""
-        error: str | None = None
+        if not self.is_distributed:
+            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            return
+        local_error: Exception | None = None
         if self.is_global_zero:
             try:
                 self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
             except Exception as err:
-                if not self.is_distributed:
-                    raise
-                error = f"{type(err).__name__}: {err}"
-                local_error: Exception | None = err
-            else:
-                local_error = None
-        else:
-            local_error = None
-        if self.is_distributed:
-            error = self.broadcast(error)
-            if error is not None:
-                message = f"saving checkpoint {filepath!r} failed on rank 0: {error}"
-                if local_error is not None:
-                    raise CheckpointWriteError(message, filepath) from local_error
-                raise CheckpointWriteError(message, filepath)
+                local_error = err
+        # The broadcast doubles as the barrier: no rank returns before rank 0's write ended, either way.
+        error = self.broadcast(
+            None if local_error is None else f"{type(local_error).__name__}: {local_error}"
+        )
+        if error is not None:
+            raise CheckpointWriteError(
+                f"saving checkpoint {filepath!r} failed on rank 0: {error}", filepath
+            ) from (local_error)
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
         return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
