@@ -136,7 +136,9 @@ class FSDPStrategy(DDPStrategy):
             tensors = _tensor_part(template)
             target = {"optimizer_states": {str(index): tensors}}
             self.checkpoint_io.load_sharded(target, self._loaded_from_sharded)
-            merged = _merge(template, target["optimizer_states"][str(index)])
+            merged = _merge(
+                template, target["optimizer_states"][str(index)], state.get("state_scalars") or {}
+            )
             merged["param_groups"] = state.get("param_groups", merged.get("param_groups"))
             set_optimizer_state_dict(self._model, optimizer, merged, options=self._options(False))
             return
@@ -166,7 +168,7 @@ class FSDPStrategy(DDPStrategy):
         meta[fmt.STATE_DICT] = {}
         if fmt.OPTIMIZER_STATES in checkpoint:
             meta[fmt.OPTIMIZER_STATES] = [
-                {"param_groups": s.get("param_groups", []), "state_scalars": {}}
+                {"param_groups": s.get("param_groups", []), "state_scalars": _scalar_part(s)}
                 for s in checkpoint[fmt.OPTIMIZER_STATES]
             ]
         sharded = {"state_dict": checkpoint[fmt.STATE_DICT]}
@@ -218,8 +220,22 @@ def _tensor_part(optimizer_state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(template: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
+def _scalar_part(optimizer_state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-parameter optimizer state that is not a tensor (kept in meta.ckpt, not in the shards)."""
+    out: dict[str, dict[str, Any]] = {}
+    for param, values in optimizer_state.get("state", {}).items():
+        scalars = {k: v for k, v in values.items() if not isinstance(v, torch.Tensor)}
+        if scalars:
+            out[param] = scalars
+    return out
+
+
+def _merge(
+    template: dict[str, Any], tensors: dict[str, Any], scalars: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     state = {p: dict(v) for p, v in template.get("state", {}).items()}
+    for param, values in scalars.items():
+        state.setdefault(param, {}).update(values)
     for key, value in tensors.items():
         param, _, name = key[len("state.") :].rpartition(".")
         state.setdefault(param, {})[name] = value

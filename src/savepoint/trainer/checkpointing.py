@@ -176,8 +176,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
             )
         rank_state = rng_states[rank % len(rng_states)]
     trainer._fit_loop.load_state_dict(fit_state, rank_state)
-    trainer._global_step = int(checkpoint.get(fmt.GLOBAL_STEP, fit_state.get("global_step", 0)))
-    trainer._fit_loop.pos.global_step = trainer._global_step
+    trainer._fit_loop.pos.global_step = int(checkpoint.get(fmt.GLOBAL_STEP, fit_state.get("global_step", 0)))
     if not fit_state.get("exact", True):
         warnings.warn(
             f"{path!r} has no savepoint loop state (written by another tool or an older format): training "

@@ -139,7 +139,6 @@ class TrainData:
     def __init__(self, loader: Any, limit_batches: int | float) -> None:
         self.loader = loader
         self.limit = limit_batches
-        self._epoch_gen_states: list[torch.Tensor] = []
 
     @property
     def has_len(self) -> bool:

@@ -77,7 +77,6 @@ class FitLoop:
     def state_dict(self) -> dict[str, Any]:
         trainer = self.trainer
         state = asdict(self.pos)
-        state["global_step"] = trainer.global_step
         state["metrics"] = trainer._metrics.state_dict()
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
@@ -272,8 +271,7 @@ class FitLoop:
         for opt in t.optimizers:
             t._call("on_before_zero_grad", opt)
             opt.zero_grad(set_to_none=True)
-        t._global_step += 1
-        self.pos.global_step = t._global_step
+        self.pos.global_step += 1
         self.step_schedulers("step")
 
     def step_schedulers(self, interval: str) -> None:

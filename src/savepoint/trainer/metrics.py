@@ -167,9 +167,7 @@ class MetricStore:
         accs = self._epoch[stage]
         out: dict[str, torch.Tensor] = {}
         for name, acc in accs.items():
-            value = acc.compute()
-            if self._trainer.world_size > 1 and stage == "validate":
-                pass  # values logged with sync_dist=True are already reduced per call
+            value = acc.compute()  # values logged with sync_dist=True were reduced per call
             key = f"{name}_epoch" if acc.on_step else name
             out[key] = value
             self.callback_metrics[name] = value

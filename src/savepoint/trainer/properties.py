@@ -27,7 +27,6 @@ class TrainerProperties:
     _logger: Logger | None
     _optimizers: list[torch.optim.Optimizer]
     _scheduler_configs: list[LRSchedulerConfig]
-    _global_step: int
     _cfg: Any
     _metrics: Any
     _fit_loop: Any
@@ -88,7 +87,7 @@ class TrainerProperties:
 
     @property
     def global_step(self) -> int:
-        return self._global_step
+        return self._fit_loop.pos.global_step
 
     @property
     def max_epochs(self) -> int:

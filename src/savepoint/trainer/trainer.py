@@ -94,7 +94,6 @@ class Trainer(TrainerProperties, HookDispatch):
         self._precision = Precision(self._cfg.precision, "cpu")
         self._metrics = MetricStore(self)
         self._fit_loop = FitLoop(self)
-        self._global_step = 0
         self._val_loaders: list[Any] = []
         self._validation_has_run = False
         self._restored_step: int | None = None
@@ -279,7 +278,7 @@ class Trainer(TrainerProperties, HookDispatch):
         self._optimizers = strategy.setup_optimizers(self._optimizers)
         if checkpoint is not None:
             checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
-            self._restored_step = self._global_step
+            self._restored_step = self.global_step
             del checkpoint
             if self._fit_loop.done():
                 self._print(
