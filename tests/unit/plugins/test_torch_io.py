@@ -150,3 +150,13 @@ def test_verify_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
     torch.save({"w": torch.ones(1)}, path)
     report = verify_checkpoint(path)
     assert not report.ok and "not a checkpoint" in report.problems[0]
+
+
+def test_torch_io_overwrite_frees_the_old_copy_by_teardown(tmp_path):
+    io = TorchCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    for value in (1.0, 2.0, 3.0):
+        io.save_checkpoint(_ckpt(value), str(path))
+    io.teardown()
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+    assert torch.equal(io.load_checkpoint(str(path))["state_dict"]["w"], torch.full((64, 64), 3.0))
