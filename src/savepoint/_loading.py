@@ -12,7 +12,7 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
-from savepoint.hparams import decode
+from savepoint.hparams import AttributeDict, decode
 
 
 def read_checkpoint(path: str | Path, map_location: Any = None, checkpoint_io: Any = None) -> dict[str, Any]:
@@ -51,14 +51,16 @@ def build_from_hparams(
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if hparams_name and hparams_name in params:
         # Document 004: the whole hparams object is one argument (a Namespace, usually).
+        # An AttributeDict reads both ways (`hparams.lr`, `hparams["lr"]`); a Namespace when annotated so.
         merged = {**hparams, **{k: v for k, v in kwargs.items() if k not in params}}
-        as_namespace = params[hparams_name].annotation not in (dict, "dict")
-        init_kwargs = {hparams_name: argparse.Namespace(**merged) if as_namespace else merged}
+        as_namespace = params[hparams_name].annotation in (argparse.Namespace, "Namespace", "argparse.Namespace")
+        init_kwargs = {hparams_name: argparse.Namespace(**merged) if as_namespace else AttributeDict(merged)}
         init_kwargs.update({k: v for k, v in kwargs.items() if k in params and k != hparams_name})
     else:
-        init_kwargs = {**hparams, **kwargs}
-        if not accepts_var_kw:
-            init_kwargs = {k: v for k, v in init_kwargs.items() if k in params}
+        # Stored values the signature does not take (a parent's, say) are dropped; the caller's are not, so a
+        # misspelt keyword fails as it would in a direct call.
+        init_kwargs = {k: v for k, v in hparams.items() if accepts_var_kw or k in params}
+        init_kwargs.update(kwargs)
     missing = [
         name
         for name, p in params.items()
