@@ -50,10 +50,14 @@ def build_from_hparams(
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if hparams_name and hparams_name in params:
-        # Document 004: the whole hparams object is one argument (a Namespace, usually).
+        # Document 004: the whole hparams object is one argument.
         # An AttributeDict reads both ways (`hparams.lr`, `hparams["lr"]`); a Namespace when annotated so.
         merged = {**hparams, **{k: v for k, v in kwargs.items() if k not in params}}
-        as_namespace = params[hparams_name].annotation in (argparse.Namespace, "Namespace", "argparse.Namespace")
+        as_namespace = params[hparams_name].annotation in (
+            argparse.Namespace,
+            "Namespace",
+            "argparse.Namespace",
+        )
         init_kwargs = {hparams_name: argparse.Namespace(**merged) if as_namespace else AttributeDict(merged)}
         init_kwargs.update({k: v for k, v in kwargs.items() if k in params and k != hparams_name})
     else:

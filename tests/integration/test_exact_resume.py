@@ -111,3 +111,51 @@ def test_exact_resume_early_stopping_stops_at_the_same_epoch(tmp_path):
     for path, resumed in results.items():
         assert resumed["stopped_epoch"] == reference["stopped_epoch"], os.path.basename(path)
         _assert_exact(reference, resumed, os.path.basename(path))
+
+
+BETWEEN_EPOCHS = """
+import sys, torch, torch.nn.functional as F
+from torch import nn
+sys.path.insert(0, sys.argv[3])
+from helpers import loaders
+import savepoint as sp
+
+class Drop(sp.TrainingModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.net(batch[0]), batch[1])
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+mode, out = sys.argv[1], sys.argv[2]
+train, _ = loaders()
+make = lambda n: sp.Trainer(max_epochs=n, enable_progress_bar=False, logger=False, enable_checkpointing=False)
+torch.manual_seed(0 if mode != "resume" else 999)  # the resumed run starts from a different RNG state
+model = Drop()
+if mode == "full":
+    make(3).fit(model, train)
+elif mode == "part":
+    trainer = make(2)
+    trainer.fit(model, train)
+    trainer.save_checkpoint(out + ".ckpt")  # after fit: the position is the start of epoch 2
+else:
+    make(3).fit(model, train, ckpt_path=out + ".ckpt")
+torch.save(model.state_dict(), out)
+"""
+
+
+def test_exact_resume_from_a_save_between_epochs(tmp_path):
+    tests_dir = str(Path(__file__).parents[1])
+
+    def run(mode: str, out: Path) -> None:
+        proc = subprocess.run([sys.executable, "-c", BETWEEN_EPOCHS, mode, str(out), tests_dir], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run("full", tmp_path / "full.pt")
+    run("part", tmp_path / "part")
+    run("resume", tmp_path / "part")  # reads part.ckpt, overwrites part with the resumed weights
+    full, resumed = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "part")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)

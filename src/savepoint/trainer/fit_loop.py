@@ -67,6 +67,7 @@ class FitLoop:
         self._epoch_gen_states: list[torch.Tensor] = []
         self._resume_rng: dict[str, Any] | None = None
         self._resume_grads: dict[str, torch.Tensor] | None = None
+        self._pending_data_state: dict[str, Any] = {}
         self._iterator: Any = None
         self._window_has_grad = False  # a backward ran since the last optimizer step
         self._t_start = 0.0
@@ -136,8 +137,11 @@ class FitLoop:
         self._t_start = time.monotonic()
         if resuming:
             self._check_data_unchanged()
-            if getattr(self, "_pending_data_state", None):
+            if self._pending_data_state:
                 self.data.load_state_dict(self._pending_data_state)  # type: ignore[union-attr]
+            if self.pos.phase == "epoch_start" and self._resume_rng is not None:
+                # Saved between epochs (a manual save after fit, say): the next epoch draws from this state.
+                restore_rng(self._resume_rng)
         while not self.done():
             if self.pos.phase == "epoch_start":
                 self._start_epoch()
@@ -162,7 +166,7 @@ class FitLoop:
         self.data.set_epoch(self.pos.epoch)
         self.pos.batches_done = 0
         self.pos.accumulated = 0
-        self.pos.data = {**self.data.describe(), "world_size": t.world_size}
+        self.pos.data = self._data_signature()
         t._metrics.reset_stage("train")
         t._call("on_train_epoch_start")
         # The data order of this epoch is drawn from this state; a resume re-creates it from here.
@@ -337,10 +341,14 @@ class FitLoop:
 
     # -- resume checks ---------------------------------------------------------------------------------------
 
+    def _data_signature(self) -> dict[str, Any]:
+        """What the position refers to; compared on resume."""
+        assert self.data is not None
+        return {**self.data.describe(), "world_size": self.trainer.world_size}
+
     def _check_data_unchanged(self) -> None:
         """Warn when the data the position refers to changed; remap the position to the new epoch length."""
-        assert self.data is not None
-        now = {**self.data.describe(), "world_size": self.trainer.world_size}
+        now = self._data_signature()
         saved = self.pos.data
         if self.pos.phase == "epoch_start" or not saved:
             return
