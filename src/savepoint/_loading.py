@@ -15,19 +15,14 @@ from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
 from savepoint.hparams import AttributeDict, decode
 
 
-def read_checkpoint(path: str | Path, map_location: Any = None, checkpoint_io: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder (through `checkpoint_io` if given)."""
+def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer."""
     from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-    from savepoint.plugins.io.torch_io import TorchCheckpointIO
+    from savepoint.plugins.io.torch_io import load_file
 
     path = str(path)
-    if is_sharded_checkpoint(path):
-        raw = load_sharded_as_full(path)
-    else:
-        io = checkpoint_io or TorchCheckpointIO()
-        raw = io.load_checkpoint(path, map_location=map_location)
-    checkpoint = fmt.check_is_checkpoint(raw, path)
-    return fmt.upgrade_checkpoint(checkpoint, path)
+    raw = load_sharded_as_full(path) if is_sharded_checkpoint(path) else load_file(path, map_location)
+    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:

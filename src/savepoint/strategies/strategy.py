@@ -193,6 +193,12 @@ class Strategy(ABC):
             ) from (local_error)
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
+        """The whole checkpoint in this process. A sharded folder is assembled into full tensors (a sharded
+        strategy overrides this to load only its shards, resharding to the current world size)."""
+        from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
+
+        if is_sharded_checkpoint(checkpoint_path):
+            return load_sharded_as_full(checkpoint_path)
         return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
 
     def remove_checkpoint(self, filepath: str) -> None:

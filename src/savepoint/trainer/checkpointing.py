@@ -104,10 +104,24 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
     return checkpoint
 
 
-def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
-    """Weights, datamodule and callbacks: before optimizers exist."""
+def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
+    """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
+    raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
+    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+
+
+def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """The module's weights, with mismatches listed key by key. A sharded strategy that defers its tensors
+    to a sharded load gets an empty ``state_dict`` here and checks the keys itself."""
     from savepoint._loading import describe_mismatch
 
+    if checkpoint[fmt.STATE_DICT]:
+        describe_mismatch(trainer.training_module, checkpoint[fmt.STATE_DICT], True, path)
+    trainer.strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT], strict=True)
+
+
+def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Weights, datamodule and callbacks: before optimizers exist."""
     if fmt.is_weights_only(checkpoint):
         raise WeightsOnlyCheckpointError(
             f"{path!r} is a weights-only checkpoint (saved with save_weights_only=True or "
@@ -118,8 +132,7 @@ def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], 
         )
     module = trainer.training_module
     module.on_load_checkpoint(checkpoint)
-    describe_mismatch(module, checkpoint[fmt.STATE_DICT], True, path)
-    trainer.strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT], strict=True)
+    load_weights(trainer, checkpoint, path)
     dm = trainer.datamodule
     if dm is not None and fmt.DATAMODULE_STATE in checkpoint:
         dm.load_state_dict(checkpoint[fmt.DATAMODULE_STATE])

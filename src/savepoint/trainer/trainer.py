@@ -12,7 +12,6 @@ import torch
 
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
-from savepoint.checkpoint import format as fmt
 from savepoint.datamodule import DataModule
 from savepoint.loggers import CSVLogger, Logger
 from savepoint.module import TrainingModule
@@ -258,11 +257,7 @@ class Trainer(TrainerProperties, HookDispatch):
         if isinstance(self._logger, CSVLogger):
             self._logger.version = strategy.broadcast(self._logger.version)  # every rank logs to one folder
         if resolved is not None:
-            from savepoint._loading import read_checkpoint
-
-            checkpoint = read_checkpoint(
-                resolved, map_location=strategy.root_device, checkpoint_io=strategy.checkpoint_io
-            )
+            checkpoint = checkpointing.load_checkpoint(self, resolved)
 
         self._call_callbacks("setup", "fit")
         if self._logger is not None and self.is_global_zero:
@@ -397,13 +392,7 @@ class Trainer(TrainerProperties, HookDispatch):
             self._precision = Precision(self._cfg.precision, self._strategy.root_device.type)
             resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
             if resolved is not None:
-                from savepoint._loading import describe_mismatch, read_checkpoint
-
-                checkpoint = read_checkpoint(
-                    resolved, self._strategy.root_device, self._strategy.checkpoint_io
-                )
-                describe_mismatch(model, checkpoint[fmt.STATE_DICT], True, resolved)
-                self._strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT])
+                checkpointing.load_weights(self, checkpointing.load_checkpoint(self, resolved), resolved)
             self._val_loaders = self._resolve_val_loaders(dataloaders)
             if not self._val_loaders:
                 raise ValueError(
