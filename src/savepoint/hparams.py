@@ -214,7 +214,7 @@ def _init_frames(obj: object, start: FrameType | None) -> list[FrameType]:
     return frames
 
 
-def _init_args_of(frame: FrameType) -> tuple[dict[str, Any], str | None]:
+def _init_args_of(frame: FrameType) -> dict[str, Any]:
     """The named arguments of the ``__init__`` running in `frame`, with ``**kwargs`` merged in."""
     code = frame.f_code
     local_vars = frame.f_locals
@@ -226,18 +226,17 @@ def _init_args_of(frame: FrameType) -> tuple[dict[str, Any], str | None]:
             args[name] = local_vars[name]
     has_varargs = bool(code.co_flags & inspect.CO_VARARGS)
     idx = n_args + (1 if has_varargs else 0)
-    varargs_name = code.co_varnames[n_args] if has_varargs else None
     if code.co_flags & inspect.CO_VARKEYWORDS:
         kw_name = code.co_varnames[idx]
         args.update(local_vars.get(kw_name, {}) or {})
-    return args, varargs_name
+    return args
 
 
 def collect_init_args(obj: object, caller: FrameType | None) -> dict[str, Any]:
     """Arguments passed to the ``__init__`` chain of `obj`; a subclass's values win over its parents'."""
     collected: dict[str, Any] = {}
     for frame in _init_frames(obj, caller):
-        args, _ = _init_args_of(frame)
+        args = _init_args_of(frame)
         for k, v in args.items():
             collected.setdefault(k, v)
     return collected

@@ -113,9 +113,7 @@ class MetricStore:
             return
         tensor = self._as_tensor(name, value)
         if sync_dist and self._trainer.world_size > 1:
-            tensor = self._trainer.strategy.reduce(
-                tensor, "mean" if _reduce_name(reduce_fx) == "mean" else _reduce_name(reduce_fx)
-            )
+            tensor = self._trainer.strategy.reduce(tensor, _reduce_name(reduce_fx))
         in_train = self.stage == "train"
         step_default = in_train and _step_fx(fx)
         on_step = step_default if on_step is None else on_step
