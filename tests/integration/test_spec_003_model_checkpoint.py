@@ -138,7 +138,8 @@ def test_step_triggered_save_waits_for_the_first_validation(tmp_path):
     cb = ModelCheckpoint(dirpath="ck", monitor="val_loss", every_n_train_steps=3, save_top_k=-1)
     quiet_trainer(callbacks=[cb], max_epochs=2, num_sanity_val_steps=0).fit(ScriptedModel(), train, val)
     steps = sorted(int(f.split("step=")[1].split(".")[0]) for f in os.listdir("ck"))
-    assert steps == [9, 12, 15]  # steps 3 and 6 came before val_loss existed
+    # Steps 3 and 6 came before val_loss existed: one save waits for the end of the first validation (step 8).
+    assert steps == [8, 9, 12, 15]
 
 
 def test_missing_monitor_key_names_it_and_lists_metrics(tmp_path):
@@ -270,8 +271,16 @@ def test_resume_continues_the_top_k(tmp_path):
     model.n_val = 3
     cb2 = ModelCheckpoint(dirpath="ck", monitor="val_loss", save_top_k=2)
     quiet_trainer(callbacks=[cb2], max_epochs=6).fit(model, train, val, ckpt_path="ck/epoch=2-step=24.ckpt")
-    # 0.2 at epoch 3 evicts 0.4 (epoch 2, the file resumed from: only after the new one is saved)
-    assert sorted(os.listdir("ck")) == ["epoch=3-step=32.ckpt", "epoch=5-step=48.ckpt"]
+    # 0.2 at epoch 3 evicts 0.4 (epoch 2) from the top-k, but that is the file resumed from: it stays on disk.
+    assert sorted(os.listdir("ck")) == [
+        "epoch=2-step=24.ckpt",
+        "epoch=3-step=32.ckpt",
+        "epoch=5-step=48.ckpt",
+    ]
+    assert sorted(os.path.basename(p) for p in cb2.best_k_models) == [
+        "epoch=3-step=32.ckpt",
+        "epoch=5-step=48.ckpt",
+    ]
     assert float(cb2.best_model_score) == pytest.approx(0.1)
 
 

@@ -7,8 +7,6 @@ becomes ``best_model_path``/``last_model_path`` only after its save returned, an
 only after the save that replaces them.
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 import os
@@ -27,6 +25,10 @@ from savepoint.plugins.io._fs import get_fs, is_local
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
+
+# The constructor's annotations are evaluated (no `from __future__ import annotations` here), so tools that
+# read the signature (jsonargparse, CLI parsers) see real types; hook signatures quote the Trainer,
+# which is imported for type checkers only.
 
 
 class ModelCheckpoint(Checkpoint):
@@ -91,7 +93,9 @@ class ModelCheckpoint(Checkpoint):
         self._every_n_epochs = every_n_epochs or 0
         self._train_time_interval = train_time_interval
 
-        self.best_k_models: dict[str, torch.Tensor] = {}
+        # The files this callback keeps, ranked by score (by step when there is no monitor). The public
+        # `best_k_models` is this dict when a metric is monitored and `{}` otherwise, as users know it.
+        self._ranked: dict[str, torch.Tensor] = {}
         self.best_model_path = ""
         self.best_model_score: torch.Tensor | None = None
         self.kth_best_model_path = ""
@@ -104,6 +108,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_saved_s = 0.0
         self._last_checkpoint_saved = ""
         self._pending: dict[str, Any] | None = None
+        self._defer_save_until_validation = False
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
 
@@ -118,6 +123,14 @@ class ModelCheckpoint(Checkpoint):
             every_n_epochs=self._every_n_epochs,
             train_time_interval=self._train_time_interval,
         )
+
+    @property
+    def best_k_models(self) -> dict[str, torch.Tensor]:
+        return self._ranked if self.monitor is not None else {}
+
+    @best_k_models.setter
+    def best_k_models(self, value: dict[str, torch.Tensor]) -> None:
+        self._ranked = dict(value)
 
     @property
     def every_n_epochs(self) -> int:
@@ -135,6 +148,17 @@ class ModelCheckpoint(Checkpoint):
     def save_on_train_epoch_end(self) -> bool | None:
         return self._save_on_train_epoch_end
 
+    def _saves_on_train_epoch_end(self, trainer: "Trainer") -> bool:
+        """Epoch-triggered saves happen at the end of the training epoch (after its validation) unless
+        validation runs several times per epoch or not every epoch: then at the end of each validation."""
+        if self._save_on_train_epoch_end is not None:
+            return self._save_on_train_epoch_end
+        if trainer._cfg.check_val_every_n_epoch != 1:
+            return False
+        if not trainer._validation_will_run():
+            return True
+        return trainer._cfg.val_check_interval == 1.0
+
     def state_dict(self) -> dict[str, Any]:
         state = {
             "monitor": self.monitor,
@@ -142,7 +166,7 @@ class ModelCheckpoint(Checkpoint):
             "best_model_path": self.best_model_path,
             "current_score": self.current_score,
             "dirpath": self.dirpath,
-            "best_k_models": dict(self.best_k_models),
+            "_ranked": self._ranked,
             "kth_best_model_path": self.kth_best_model_path,
             "kth_value": self.kth_value,
             "last_model_path": self.last_model_path,
@@ -151,14 +175,18 @@ class ModelCheckpoint(Checkpoint):
             # The file being written records the state that holds once it is committed: whoever loads it
             # knows it exists, so top-k continues across a resume without forgetting it.
             state.update(self._pending)
+        ranked = dict(state.pop("_ranked"))
+        state["best_k_models"] = ranked if self.monitor is not None else {}
+        if self.monitor is None:
+            state["kept_models"] = ranked  # savepoint's own key: the newest files it keeps, by step
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
         self._dirpath_from_ckpt = dirpath_from_ckpt
         if self.dirpath is None or self.dirpath == dirpath_from_ckpt:
-            self.best_k_models = dict(state_dict.get("best_k_models", {}))
-            self._order = {path: i for i, path in enumerate(self.best_k_models)}
+            self._ranked = dict(state_dict.get("best_k_models") or state_dict.get("kept_models") or {})
+            self._order = {path: i for i, path in enumerate(self._ranked)}
             self._next_order = len(self._order)
             self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
             self.kth_value = state_dict.get("kth_value")
@@ -176,7 +204,7 @@ class ModelCheckpoint(Checkpoint):
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+    def setup(self, trainer: "Trainer", pl_module: "TrainingModule", stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = trainer._default_checkpoint_dir()
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
@@ -184,21 +212,19 @@ class ModelCheckpoint(Checkpoint):
             from savepoint.plugins.io._fs import check_writable_dir
 
             check_writable_dir(self.dirpath)
-        if self._save_on_train_epoch_end is None:
-            self._save_on_train_epoch_end = not trainer._validation_will_run()
 
-    def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
+    def on_train_start(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
         self._last_time_saved_s = trainer._train_elapsed_s()
         if trainer._restored_step is not None:
             self._last_global_step_saved = trainer._restored_step
 
     # -- when -----------------------------------------------------------------------------------------------
 
-    def _skip(self, trainer: Trainer) -> bool:
+    def _skip(self, trainer: "Trainer") -> bool:
         return trainer.sanity_checking or not trainer.training
 
     def on_train_batch_end(
-        self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: "Trainer", pl_module: "TrainingModule", outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._skip(trainer):
             return
@@ -218,21 +244,56 @@ class ModelCheckpoint(Checkpoint):
         if self._train_time_interval is not None:
             self._last_time_saved_s = elapsed
         candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor not in candidates and not trainer._validation_has_run:
-            return  # the monitored metric comes from validation, which has not run yet: wait for it
+        if self._defer_to_validation(trainer, candidates):
+            self._defer_save_until_validation = True
+            return
         self._save_all(trainer, candidates)
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if self._skip(trainer) or not self._save_on_train_epoch_end:
+    def _defer_to_validation(self, trainer: "Trainer", candidates: dict[str, Any]) -> bool:
+        """A step/time save ranks on the validation that follows it: the monitored value is missing (logged
+        in validation, which has not run) or stale (a validation runs right after this batch)."""
+        if self.monitor is None or not trainer._validation_will_run():
+            return False
+        if self.monitor not in candidates:
+            return True
+        return trainer._validation_follows_batch()
+
+    def on_train_epoch_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+        if self._skip(trainer) or not self._saves_on_train_epoch_end(trainer):
             return
         self._after_epoch(trainer)
 
-    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if self._skip(trainer) or self._save_on_train_epoch_end:
+    def on_validation_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+        if self._skip(trainer):
             return
-        self._after_epoch(trainer)
+        if self._defer_save_until_validation:
+            self._defer_save_until_validation = False
+            if trainer.global_step != self._last_global_step_saved:
+                self._save_all(trainer, self._monitor_candidates(trainer))
+            return
+        if not self._saves_on_train_epoch_end(trainer):
+            self._after_epoch(trainer)
 
-    def _after_epoch(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+        """The end of training is a save point when its state is not saved yet: ``max_steps`` reached inside an
+        epoch ends that epoch (top-k and last), and ``save_last`` always leaves the final state in last."""
+        self._defer_save_until_validation = False
+        if trainer.sanity_checking or trainer.global_step == self._last_global_step_saved:
+            return
+        candidates = self._monitor_candidates(trainer)
+        stopped_by_steps = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if (
+            stopped_by_steps
+            and self._every_n_epochs >= 1
+            and (self.monitor is None or self.monitor in candidates)
+        ):
+            self._save_all(trainer, candidates)
+        elif self.save_last:
+            self._last_checkpoint_saved = ""
+            self._save_last(trainer, candidates)
+            self._last_global_step_saved = trainer.global_step
+
+    def _after_epoch(self, trainer: "Trainer") -> None:
         due = policy.due_after_epoch(
             epoch=trainer.current_epoch,
             every_n_epochs=self._every_n_epochs,
@@ -244,7 +305,7 @@ class ModelCheckpoint(Checkpoint):
 
     # -- which and where ------------------------------------------------------------------------------------
 
-    def _monitor_candidates(self, trainer: Trainer) -> dict[str, Any]:
+    def _monitor_candidates(self, trainer: "Trainer") -> dict[str, Any]:
         candidates = {k: v.detach().cpu() for k, v in trainer.callback_metrics.items()}
         candidates["epoch"] = torch.tensor(trainer.current_epoch)
         candidates["step"] = torch.tensor(trainer.global_step)
@@ -266,7 +327,7 @@ class ModelCheckpoint(Checkpoint):
         )
         return _join(self.dirpath, name) if self.dirpath else name
 
-    def file_exists(self, filepath: str, trainer: Trainer) -> bool:
+    def file_exists(self, filepath: str, trainer: "Trainer") -> bool:
         exists = False
         if trainer.is_global_zero:
             fs, inner = get_fs(filepath)
@@ -274,7 +335,7 @@ class ModelCheckpoint(Checkpoint):
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
-        self, trainer: Trainer, metrics: dict[str, Any], template: str | None, reusable: str | None
+        self, trainer: "Trainer", metrics: dict[str, Any], template: str | None, reusable: str | None
     ) -> str:
         make = lambda ver: self.format_checkpoint_name(metrics, template, ver)  # noqa: E731
         if not self._enable_version_counter:
@@ -283,7 +344,7 @@ class ModelCheckpoint(Checkpoint):
             make, lambda p: self.file_exists(p, trainer), self.STARTING_VERSION, reusable
         )
 
-    def _score(self, trainer: Trainer, candidates: dict[str, Any]) -> torch.Tensor | None:
+    def _score(self, trainer: "Trainer", candidates: dict[str, Any]) -> torch.Tensor | None:
         if self.monitor is None:
             return None
         if self.monitor not in candidates:
@@ -305,9 +366,12 @@ class ModelCheckpoint(Checkpoint):
                 UserWarning,
                 stacklevel=2,
             )
+        if math.isnan(float(score)):
+            # Stored as the worst value of the mode, as users know it: best_model_score is never NaN.
+            score = torch.tensor(math.inf if self.mode == "min" else -math.inf)
         return score
 
-    def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
+    def _save_all(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
@@ -316,10 +380,10 @@ class ModelCheckpoint(Checkpoint):
     def _candidates(self) -> list[policy.Candidate]:
         return [
             policy.Candidate(path, float(score), self._order.get(path, i))
-            for i, (path, score) in enumerate(self.best_k_models.items())
+            for i, (path, score) in enumerate(self._ranked.items())
         ]
 
-    def _save_topk(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
+    def _save_topk(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
         if self.save_top_k == 0:
             return
         score = self._score(trainer, candidates)
@@ -347,15 +411,15 @@ class ModelCheckpoint(Checkpoint):
         evicted = [c for c in decision.evicted if c.path != path]
         new_public = score if score is not None else score_tensor
         new_best_k = {
-            c.path: new_public if c is new else self.best_k_models[c.path]
+            c.path: new_public if c is new else self._ranked[c.path]
             for c in sorted(kept, key=lambda c: c.order)
         }
         best, worst = kept[0], kept[-1]
         after = {
-            "best_k_models": new_best_k,
+            "_ranked": new_best_k,
             "best_model_path": best.path,
             "best_model_score": new_best_k[best.path] if self.monitor else None,
-            "kth_best_model_path": worst.path,
+            "kth_best_model_path": worst.path if self.monitor else "",
             "kth_value": new_best_k[worst.path] if self.monitor else None,
             "current_score": score,
         }
@@ -370,7 +434,7 @@ class ModelCheckpoint(Checkpoint):
         for old in evicted:
             self._remove(trainer, old.path)
 
-    def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
+    def _save_last(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
         if not self.save_last:
             return
         template = self.CHECKPOINT_NAME_LAST
@@ -382,10 +446,10 @@ class ModelCheckpoint(Checkpoint):
         if not linked:
             self._write(trainer, path, {"last_model_path": path})
         self.last_model_path = path
-        if previous and previous != path and previous not in self.best_k_models:
+        if previous and previous != path and previous not in self._ranked:
             self._remove(trainer, previous)
 
-    def _write(self, trainer: Trainer, path: str, after: dict[str, Any]) -> None:
+    def _write(self, trainer: "Trainer", path: str, after: dict[str, Any]) -> None:
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
@@ -396,14 +460,16 @@ class ModelCheckpoint(Checkpoint):
         for key, value in after.items():
             setattr(self, key, value)
 
-    def _remove(self, trainer: Trainer, path: str) -> None:
-        if path == self.last_model_path or path in self.best_k_models:
+    def _remove(self, trainer: "Trainer", path: str) -> None:
+        if path == self.last_model_path or path in self._ranked:
             return
+        if trainer.ckpt_path and _same_file(path, trainer.ckpt_path):
+            return  # the checkpoint this run resumed from is the user's to delete, even in this folder
         if self.verbose:
             trainer._print(f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
-    def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
+    def _link(self, trainer: "Trainer", target: str, link_path: str) -> bool:
         """Point `link_path` at `target` atomically (a symlink); False when only a copy can work here."""
         if not trainer._checkpoint_io_is_local_torch(link_path):
             return False
@@ -432,6 +498,12 @@ class ModelCheckpoint(Checkpoint):
         fs, inner = get_fs(target)
         with fs.open(inner, "w") as f:
             yaml.safe_dump(best, f)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a == b
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _join(folder: str, name: str) -> str:

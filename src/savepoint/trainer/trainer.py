@@ -155,6 +155,11 @@ class Trainer(TrainerProperties, HookDispatch):
             and _overrides(self._model, TrainingModule, "validation_step")
         )
 
+    def _validation_follows_batch(self) -> bool:
+        """In ``on_train_batch_end``: whether a validation runs right after the batch that just ended."""
+        loop = self._fit_loop
+        return loop.pos.batches_done > 0 and loop.val_due(loop.pos.batches_done - 1)
+
     def _train_elapsed_s(self) -> float:
         return self._fit_loop.elapsed_s()
 
