@@ -182,6 +182,7 @@ def fit_with_checkpoint(
     root: Path,
     cb_kwargs: dict[str, Any],
     val_values: tuple[float, ...] = (),
+    scheduler: bool = False,
     **trainer_kwargs: Any,
 ) -> tuple[list[str], dict[str, Any], Any]:
     """Fit the tiny module with one ModelCheckpoint writing into ``root/ckpt``; return (files, view, callback)."""
@@ -189,5 +190,5 @@ def fit_with_checkpoint(
     cb = fw.ModelCheckpoint(dirpath=str(folder), **cb_kwargs)
     trainer = fw.trainer(root, callbacks=[cb], **trainer_kwargs)
     train, val = loaders()
-    trainer.fit(module_class(fw)(val_values=val_values), train, val)
+    trainer.fit(module_class(fw)(val_values=val_values, scheduler=scheduler), train, val)
     return files(folder), checkpoint_view(cb, folder), cb

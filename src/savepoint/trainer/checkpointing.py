@@ -14,7 +14,12 @@ import torch
 
 from savepoint._version import __version__
 from savepoint.checkpoint import format as fmt
-from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.checkpoint.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    StateMismatchError,
+    WeightsOnlyCheckpointError,
+)
 from savepoint.hparams import encode_hparams
 
 if TYPE_CHECKING:
@@ -164,18 +169,41 @@ def _same_count(
     return stored
 
 
-def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
-    """Optimizers, schedulers, scaler, loop position and RNG: after optimizers exist."""
-    optimizer_states = _same_count(checkpoint, fmt.OPTIMIZER_STATES, trainer.optimizers, "optimizer", path)
-    for opt, state in zip(trainer.optimizers, optimizer_states):
+def _group_sizes(groups: Any) -> list[int]:
+    return [len(g.get("params", ())) for g in groups or () if isinstance(g, dict)]
+
+
+def load_optimizer_state(
+    trainer: Trainer, index: int, opt: torch.optim.Optimizer, state: Any, path: str
+) -> None:
+    """Load one optimizer's state; a parameter-group mismatch names the file and says what differs."""
+    try:
         trainer.strategy.load_optimizer_state_dict(opt, state)
+    except ValueError as err:
+        saved = _group_sizes(state.get("param_groups") if isinstance(state, dict) else None)
+        now = [len(g["params"]) for g in opt.param_groups]
+        raise StateMismatchError(
+            f"{path!r}: optimizer {index} ({type(opt).__name__}) does not match the checkpoint: the checkpoint has "
+            f"{len(saved)} parameter group(s) of {saved} parameter(s), the optimizer {len(now)} of {now} "
+            f"({err}). Create the same parameter groups before the state is restored: in "
+            f"configure_optimizers() or in an on_fit_start hook (parameter groups added later, e.g. when a "
+            f"backbone is unfrozen at some epoch, must be added in on_fit_start when resuming).",
+            path,
+        ) from err
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Optimizers, schedulers, scaler, loop position and RNG: after optimizers exist and ``on_fit_start`` ran."""
+    optimizer_states = _same_count(checkpoint, fmt.OPTIMIZER_STATES, trainer.optimizers, "optimizer", path)
+    for index, (opt, state) in enumerate(zip(trainer.optimizers, optimizer_states)):
+        load_optimizer_state(trainer, index, opt, state, path)
     scheduler_states = _same_count(
         checkpoint, fmt.LR_SCHEDULERS, trainer.lr_scheduler_configs, "LR scheduler", path
     )
     for config, state in zip(trainer.lr_scheduler_configs, scheduler_states):
         config.scheduler.load_state_dict(state)
     trainer._precision.load_state_dict(checkpoint.get(fmt.GRAD_SCALER))
-    fit_state = (checkpoint.get(fmt.LOOPS) or {}).get(fmt.FIT_LOOP, {})
+    fit_state = (checkpoint.get(fmt.LOOPS) or {}).get(fmt.FIT_LOOP) or _position_from_counters(checkpoint)
     rng_states = checkpoint.get(fmt.RNG_STATES) or []
     rank = trainer.global_rank
     rank_state = None
@@ -197,6 +225,17 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
             UserWarning,
             stacklevel=4,
         )
+    trainer._fit_loop.close_restored_epoch()
+
+
+def _position_from_counters(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """No loop state at all: resume at the epoch boundary after the stored ``epoch`` (with a warning)."""
+    return {
+        "exact": False,
+        "epoch": int(checkpoint.get(fmt.EPOCH, 0)),
+        "global_step": int(checkpoint.get(fmt.GLOBAL_STEP, 0)),
+        "phase": "epoch_done",
+    }
 
 
 # -- ckpt_path="last" / "best" -----------------------------------------------------------------------------------

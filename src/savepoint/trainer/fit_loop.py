@@ -114,6 +114,19 @@ class FitLoop:
         elif self.pos.exact and self.pos.phase != "epoch_start":
             self.pos.exact = False
 
+    def close_restored_epoch(self) -> None:
+        """Restored from a save in ``on_train_epoch_end``: only the epoch-interval schedulers of that epoch were
+        left, so step them now and start at the next epoch, which is what ``on_train_start`` then sees."""
+        if self.pos.phase != "epoch_end":
+            return
+        with warnings.catch_warnings():
+            # torch warns that no optimizer step ran in this process yet; the epoch's steps ran before the save.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self.step_schedulers("epoch")
+        self.pos.epoch += 1
+        self.pos.batches_done = 0
+        self.pos.phase = "epoch_start"
+
     # -- time ------------------------------------------------------------------------------------------------
 
     def elapsed_s(self) -> float:

@@ -276,18 +276,11 @@ class Trainer(TrainerProperties, HookDispatch):
         if not self._optimizers:
             raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
         self._optimizers = strategy.setup_optimizers(self._optimizers)
-        if checkpoint is not None:
-            checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
-            self._restored_step = self.global_step
-            del checkpoint
-            if self._fit_loop.done():
-                self._print(
-                    f"Resumed from {resolved!r} at epoch {self.current_epoch}, step {self.global_step}: "
-                    f"max_epochs={self._cfg.max_epochs} / max_steps={self._cfg.max_steps} is already reached, "
-                    f"so there is nothing to train. Raise max_epochs or max_steps to train further."
-                )
-
+        # on_fit_start runs before the optimizer state is restored, so parameter groups it adds resume too.
         self._call("on_fit_start")
+        if checkpoint is not None:
+            self._restore_training_state(checkpoint, resolved)  # type: ignore[arg-type]
+            del checkpoint
         if not self._fit_loop.done():
             self._sanity_check()
         self.training = True
@@ -299,6 +292,16 @@ class Trainer(TrainerProperties, HookDispatch):
             self.training = False
         self._call("on_train_end")
         self._call("on_fit_end")
+
+    def _restore_training_state(self, checkpoint: dict[str, Any], path: str) -> None:
+        checkpointing.restore_training_state(self, checkpoint, path)
+        self._restored_step = self.global_step
+        if self._fit_loop.done():
+            self._print(
+                f"Resumed from {path!r} at epoch {self.current_epoch}, step {self.global_step}: "
+                f"max_epochs={self._cfg.max_epochs} / max_steps={self._cfg.max_steps} is already reached, "
+                f"so there is nothing to train. Raise max_epochs or max_steps to train further."
+            )
 
     def _adopt_run_folder(self, ckpt_path: str) -> None:
         """Resuming a checkpoint of ``<root>/runs/version_N/checkpoints/`` continues in ``version_N``."""
