@@ -98,7 +98,9 @@ class CSVLogger(Logger):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         row: dict[str, Any] = {"step": step}
-        row.update({k: float(v) for k, v in metrics.items()})
+        row.update(
+            {k: v if isinstance(v, int) and not isinstance(v, bool) else float(v) for k, v in metrics.items()}
+        )
         self._rows.append(row)
 
     def save(self) -> None:

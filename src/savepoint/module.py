@@ -39,6 +39,12 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     def trainer(self, trainer: Trainer | None) -> None:
         object.__setattr__(self, "_trainer", trainer)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy of the module (pickle, deepcopy, torch.save) is detached from the Trainer, as users know it.
+        state = dict(self.__dict__)
+        state["_trainer"] = None
+        return state
+
     @property
     def current_epoch(self) -> int:
         return self._trainer.current_epoch if self._trainer is not None else 0

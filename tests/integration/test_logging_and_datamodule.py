@@ -31,7 +31,7 @@ def test_log_defaults_and_step_epoch_names(tmp_path):
     assert "both_step" in trainer.progress_bar_metrics
     with open(trainer.log_dir + "/metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["step"] for r in rows if r["train_loss"]][:3] == ["1", "2", "3"]
+    assert [r["step"] for r in rows if r["train_loss"]][:3] == ["0", "1", "2"]  # the logging batch, from 0
     assert any(r["val_loss"] for r in rows) and any(r["both_epoch"] for r in rows)
 
 

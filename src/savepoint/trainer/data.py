@@ -139,6 +139,8 @@ class TrainData:
     def __init__(self, loader: Any, limit_batches: int | float) -> None:
         self.loader = loader
         self.limit = limit_batches
+        if self.has_len:
+            check_fraction_limit("limit_train_batches", limit_batches, len(loader), "training")
 
     @property
     def has_len(self) -> bool:
@@ -245,6 +247,15 @@ class TrainData:
             obj = getattr(self.loader, name, None)
             if name in state and obj is not None and _stateful(obj):
                 obj.load_state_dict(state[name])
+
+
+def check_fraction_limit(name: str, limit: int | float, total: int, what: str) -> None:
+    """A fraction of a loader that rounds to no batch at all is a mistake: name the argument, suggest a value."""
+    if isinstance(limit, float) and 0.0 < limit < 1.0 and total > 0 and int(total * limit) == 0:
+        raise ValueError(
+            f"Trainer({name}={limit!r}) selects {limit!r} of the {total} {what} batches, which rounds to 0 "
+            f"batches. Use at least {name}={1 / total:.4g}, an int number of batches, or 0.0 to skip them."
+        )
 
 
 def first_tensor_len(batch: Any) -> int:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from savepoint.trainer.data import first_tensor_len
+from savepoint.trainer.data import check_fraction_limit, first_tensor_len
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -19,6 +19,7 @@ def _limit(loader: Any, limit: int | float) -> int | float:
     except TypeError:
         return limit if isinstance(limit, int) else float("inf")
     if isinstance(limit, float):
+        check_fraction_limit("limit_val_batches", limit, total, "validation")
         return int(total * limit)
     return min(total, limit)
 
@@ -61,6 +62,7 @@ def run_validation(
                         output = trainer._run_module("validation_step", strategy.validation_step, *args)
                     trainer._call_module("on_validation_batch_end", output, batch, batch_idx)
                     trainer._call_callbacks("on_validation_batch_end", output, batch, batch_idx, *extra)
+        metrics.preview_epoch("validate")  # the module's epoch-end hook sees this epoch's aggregates
         trainer._call_module("on_validation_epoch_end")
         results = metrics.end_epoch("validate", trainer.global_step, trainer.current_epoch)
         trainer._call_callbacks("on_validation_epoch_end")

@@ -233,6 +233,7 @@ class FitLoop:
             if self.pos.accumulated == 0 and t.global_step % t._cfg.log_every_n_steps == 0:
                 t._metrics.flush_step(t.global_step, self.pos.epoch)
             t._call("on_train_batch_end", self._last_output, batch, batch_idx)
+            self._last_output = None  # frees the graph; a Trainer can be deep-copied between batches
             self._post_batch(batch_idx)
             self.pos.phase = "batches"
         self._iterator = None
@@ -348,6 +349,7 @@ class FitLoop:
 
     def _epoch_end(self) -> None:
         t = self.trainer
+        t._metrics.preview_epoch("train")  # the module's epoch-end hook sees this epoch's aggregates
         t._call_module("on_train_epoch_end")
         t._metrics.end_epoch("train", t.global_step, self.pos.epoch)
         t._call_callbacks("on_train_epoch_end")

@@ -128,6 +128,9 @@ class MetricStore:
                 self.callback_metrics[name] = tensor
             if logger:
                 self._step_pending[key] = tensor
+                self.logged_metrics[key] = (
+                    tensor  # visible at once, as users know it; the logger gets it at flush
+                )
             if prog_bar:
                 self.progress_bar_metrics[key] = tensor
         if on_epoch:
@@ -183,6 +186,17 @@ class MetricStore:
             self._trainer._log_metrics(logged, step=step, epoch=epoch)
         self._epoch[stage] = {}
         return out
+
+    def preview_epoch(self, stage: str) -> None:
+        """Put the epoch aggregates so far into ``callback_metrics``/``logged_metrics`` without ending the epoch
+        (for the module's epoch-end hook, which may still log: ``end_epoch`` then sets the final values)."""
+        for name, acc in self._epoch[stage].items():
+            value = acc.compute()
+            key = f"{name}_epoch" if acc.on_step else name
+            self.callback_metrics[name] = value
+            self.callback_metrics[key] = value
+            if acc.logger:
+                self.logged_metrics[key] = value
 
     def reset_stage(self, stage: str) -> None:
         self._epoch[stage] = {}

@@ -12,6 +12,7 @@ import torch
 
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
+from savepoint.checkpoint.resume import capture_rng, restore_rng
 from savepoint.datamodule import DataModule
 from savepoint.loggers import CSVLogger, Logger
 from savepoint.module import TrainingModule
@@ -153,6 +154,7 @@ class Trainer(TrainerProperties, HookDispatch):
             and self._cfg.limit_val_batches != 0
             and self._model is not None
             and _overrides(self._model, TrainingModule, "validation_step")
+            and getattr(self._model, "validation_step", None) is not None  # `model.validation_step = None`
         )
 
     def _validation_follows_batch(self) -> bool:
@@ -174,7 +176,9 @@ class Trainer(TrainerProperties, HookDispatch):
         if self._logger is not None and self.is_global_zero and not self.sanity_checking:
             values = {k: float(v) for k, v in metrics.items()}
             values["epoch"] = epoch
-            self._logger.log_metrics(values, step=step)
+            # Rows carry the step of the batch that logged, counted from 0 (`step` is the optimizer steps taken
+            # after it), as the loggers of the framework users know do: epoch-end rows share the last batch's.
+            self._logger.log_metrics(values, step=max(step - 1, 0))
 
     def _log_flush(self) -> None:
         if self._logger is not None and self.is_global_zero:
@@ -344,11 +348,14 @@ class Trainer(TrainerProperties, HookDispatch):
         self.sanity_checking = True
         self._metrics.discard = True
         saved_metrics = dict(self._metrics.callback_metrics)
+        # The sanity check must not shift the random streams training draws from (same seed, same run).
+        rng = capture_rng()
         try:
             self._call("on_sanity_check_start")
             run_validation(self, self._val_loaders, max_batches=None if steps == -1 else steps)
             self._call("on_sanity_check_end")
         finally:
+            restore_rng(rng)
             self.sanity_checking = False
             self._metrics.discard = False
             self._metrics.callback_metrics = saved_metrics

@@ -112,6 +112,20 @@ class AsyncCheckpointIO(CheckpointIO):
         self._sharded_future: Any = None
         self._sharded_path = ""
 
+    _PROCESS_LOCAL = (
+        "_buffers", "_queue", "_thread", "_error", "_error_raised", "_save_done", "_lock", "_dcp_group",
+        "_sharded_future", "_sharded_path",
+    )  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The writer thread, its queue and buffers belong to this process: a copy (pickle, deepcopy, torch.save
+        # of a Trainer) carries the configuration only and starts its own writer when it first saves.
+        return {k: v for k, v in self.__dict__.items() if k not in self._PROCESS_LOCAL}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        AsyncCheckpointIO.__init__(self, state.get("_base"))
+        self.__dict__.update(state)
+
     @property
     def checkpoint_io(self) -> CheckpointIO:
         if self._base is None:

@@ -122,6 +122,18 @@ class TorchCheckpointIO(CheckpointIO):
         self._unlinking: list[threading.Thread] = []
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The lock and the unlink threads belong to this process: a copy (pickle, deepcopy, torch.save of a
+        # Trainer) carries the configuration only and starts with its own.
+        state = dict(self.__dict__)
+        for key in ("_active", "_unlinking", "_lock"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        TorchCheckpointIO.__init__(self)
+        self.__dict__.update(state)
+
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
     ) -> None:
