@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,12 @@ from typing import Any
 import torch
 
 from savepoint.checkpoint import format as fmt
-from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
+from savepoint.checkpoint.errors import StateMismatchError
 from savepoint.hparams import AttributeDict, decode
+from savepoint.hparams_yaml import load_hparams_from_yaml
+
+# Keys under which old files of the layout users know stored a module's hyperparameters.
+LEGACY_HPARAMS_KEYS = ("module_arguments", "hparams")
 
 
 def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
@@ -26,8 +31,11 @@ def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """``__init__``'s parameters without the instance, whatever it is called (``self``, ``obj``...)."""
     params = dict(inspect.signature(cls.__init__).parameters)
-    params.pop("self", None)
+    first = next(iter(params), None)
+    if first is not None and params[first].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+        params.pop(first)
     return params
 
 
@@ -40,7 +48,13 @@ def build_from_hparams(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
-    hparams = decode(dict(checkpoint.get(hparams_key) or {}))
+    stored: dict[str, Any] = {}
+    if hparams_key == fmt.HYPER_PARAMETERS:
+        for key in LEGACY_HPARAMS_KEYS:
+            if isinstance(checkpoint.get(key), Mapping):
+                stored.update(checkpoint[key])
+    stored.update(checkpoint.get(hparams_key) or {})
+    hparams = decode(stored)
     hparams_name = checkpoint.get(name_key)
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -56,10 +70,18 @@ def build_from_hparams(
         init_kwargs = {hparams_name: argparse.Namespace(**merged) if as_namespace else AttributeDict(merged)}
         init_kwargs.update({k: v for k, v in kwargs.items() if k in params and k != hparams_name})
     else:
-        # Stored values the signature does not take (a parent's, say) are dropped; the caller's are not, so a
-        # misspelt keyword fails as it would in a direct call.
+        # Values the signature does not take (a parent's, say) are dropped; the caller's with a warning, as a
+        # misspelt keyword would otherwise go unnoticed.
         init_kwargs = {k: v for k, v in hparams.items() if accepts_var_kw or k in params}
-        init_kwargs.update(kwargs)
+        unknown = [k for k in kwargs if not accepts_var_kw and k not in params]
+        if unknown:
+            warnings.warn(
+                f"{cls.__name__}.load_from_checkpoint({path!r}): {unknown!r} are not arguments of "
+                f"{cls.__name__}.__init__ (arguments: {sorted(params)}) and are ignored.",
+                UserWarning,
+                stacklevel=4,
+            )
+        init_kwargs.update({k: v for k, v in kwargs.items() if k not in unknown})
     missing = [
         name
         for name, p in params.items()
@@ -78,16 +100,64 @@ def build_from_hparams(
     return cls(**init_kwargs)
 
 
-def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+def hparams_from_yaml(path: str | Path) -> dict[str, Any] | None:
+    """The hyperparameters of an ``hparams_file``; None (with a warning) when it does not exist."""
+    if not Path(path).exists():
+        warnings.warn(
+            f"hparams_file {str(path)!r} does not exist: the hyperparameters stored in the checkpoint are used.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    data = load_hparams_from_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(
             f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}"
         )
     return data
+
+
+def _with_hparams_file(
+    checkpoint: dict[str, Any], hparams_file: str | Path | None, key: str, name_key: str
+) -> dict[str, Any]:
+    hparams = hparams_from_yaml(hparams_file) if hparams_file is not None else None
+    if hparams is None:
+        return checkpoint
+    checkpoint = dict(checkpoint)
+    checkpoint[key] = hparams
+    checkpoint[name_key] = None
+    for legacy in LEGACY_HPARAMS_KEYS:
+        checkpoint.pop(legacy, None)
+    return checkpoint
+
+
+def resolve_strict(module: Any, strict: bool | None) -> bool:
+    """``strict=None`` means the module's ``strict_loading`` (True unless set); a conflict is an error."""
+    own = getattr(module, "_strict_loading", None)
+    if own is not None and strict is not None and bool(own) != strict:
+        raise ValueError(
+            f"load_from_checkpoint(strict={strict!r}) conflicts with {type(module).__name__}.strict_loading="
+            f"{own!r}: set the same value for both, or leave strict=None to use strict_loading."
+        )
+    return bool(getattr(module, "strict_loading", True)) if strict is None else strict
+
+
+def _warn_loose_keys(module: torch.nn.Module, state_dict: Mapping[str, Any], path: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if missing:
+        warnings.warn(
+            f"strict=False: keys of {type(module).__name__} not in {path!r} keep their initial values: {missing[:10]}",
+            UserWarning,
+            stacklevel=4,
+        )
+    if unexpected:
+        warnings.warn(
+            f"strict=False: keys in {path!r} that {type(module).__name__} does not have are ignored: {unexpected[:10]}",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def describe_mismatch(
@@ -132,19 +202,21 @@ def load_module_from_checkpoint(
     checkpoint_path: str | Path,
     map_location: Any = None,
     hparams_file: str | Path | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
     checkpoint = read_checkpoint(path, map_location=map_location)
-    if hparams_file is not None:
-        checkpoint = dict(checkpoint)
-        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
-        checkpoint[fmt.HPARAMS_NAME] = None
+    checkpoint = _with_hparams_file(checkpoint, hparams_file, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME)
     model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
+    strict = resolve_strict(model, strict)
     model.on_load_checkpoint(checkpoint)
     state_dict = checkpoint[fmt.STATE_DICT]
+    if not state_dict:
+        warnings.warn(f"the state dict in {path!r} contains no parameters.", UserWarning, stacklevel=3)
     describe_mismatch(model, state_dict, strict, path)
+    if not strict:
+        _warn_loose_keys(model, state_dict, path)
     try:
         model.load_state_dict(state_dict, strict=strict)
     except RuntimeError as err:
@@ -155,20 +227,18 @@ def load_module_from_checkpoint(
 
 
 def load_datamodule_from_checkpoint(
-    cls: type, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+    cls: type,
+    checkpoint_path: str | Path,
+    map_location: Any = None,
+    hparams_file: str | Path | None = None,
+    **kwargs: Any,
 ) -> Any:
+    """Without stored datamodule hyperparameters the datamodule is built from its defaults (and ``kwargs``)."""
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location="cpu")
-    if hparams_file is not None:
-        checkpoint = dict(checkpoint)
-        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
-        checkpoint[fmt.DATAMODULE_HPARAMS_NAME] = None
-    if fmt.DATAMODULE_HYPER_PARAMETERS not in checkpoint and not kwargs:
-        raise CheckpointError(
-            f"{path!r} stores no datamodule hyperparameters: call `save_hyperparameters()` in "
-            f"{cls.__name__}.__init__, or pass its arguments to load_from_checkpoint.",
-            path,
-        )
+    checkpoint = read_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+    checkpoint = _with_hparams_file(
+        checkpoint, hparams_file, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME
+    )
     dm = build_from_hparams(
         cls, checkpoint, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME, path, kwargs
     )

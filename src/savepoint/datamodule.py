@@ -46,7 +46,14 @@ class DataModule(HyperparametersMixin):
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint."""
-        return load_datamodule_from_checkpoint(cls, checkpoint_path, hparams_file=hparams_file, **kwargs)
+        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint (from its defaults
+        and `kwargs` when the file stores no datamodule hyperparameters)."""
+        return load_datamodule_from_checkpoint(
+            cls, checkpoint_path, map_location=map_location, hparams_file=hparams_file, **kwargs
+        )

@@ -206,7 +206,10 @@ def _init_frames(obj: object, start: FrameType | None) -> list[FrameType]:
     frames = []
     frame = start
     while frame is not None:
-        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is obj:
+        code = frame.f_code
+        # The instance is __init__'s first argument, whatever it is called (`self`, `obj`...).
+        first = code.co_varnames[0] if code.co_argcount else None
+        if code.co_name == "__init__" and first is not None and frame.f_locals.get(first) is obj:
             frames.append(frame)
         elif frames:
             break
@@ -282,9 +285,9 @@ class HyperparametersMixin:
             elif isinstance(chosen, Mapping):
                 values = dict(chosen)
             else:
-                raise TypeError(
-                    f"save_hyperparameters() got a {type(chosen).__name__}; expected argument names (str), "
-                    f"a dict or an argparse.Namespace."
+                raise ValueError(
+                    f"save_hyperparameters({chosen!r}): a {type(chosen).__name__} is not a hyperparameter source; "
+                    f"pass argument names (str), a dict or an argparse.Namespace, or nothing for every argument."
                 )
         elif args:
             unknown = [a for a in args if a not in init_args]
@@ -309,6 +312,16 @@ class HyperparametersMixin:
                     )
         for key in ignore_set:
             values.pop(key, None)
+            self._hparams.pop(key, None)  # a subclass can leave out what its base class saved
+        for key, value in values.items():
+            if isinstance(value, torch.nn.Module):
+                warnings.warn(
+                    f"{type(self).__name__}: hyperparameter {key!r} is an nn.Module, whose weights are already in "
+                    f"the checkpoint's state_dict. Leave it out with `self.save_hyperparameters(ignore=[{key!r}])` "
+                    f"and pass it to `load_from_checkpoint({key}=...)`.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         object.__setattr__(self, "_hparams_name", name)
         self._hparams.update(values)
         object.__setattr__(self, "_hparams_initial", AttributeDict(self._hparams))

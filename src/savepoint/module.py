@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class TrainingModule(HyperparametersMixin, nn.Module):
     """Subclass it; implement ``training_step`` and ``configure_optimizers`` (``validation_step`` optional)."""
 
+    _strict_loading: bool | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_hparams()
@@ -38,6 +40,16 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
         object.__setattr__(self, "_trainer", trainer)
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether checkpoint weights must match the module key for key (``load_from_checkpoint(strict=None)``
+        and ``fit(ckpt_path=)``). True unless set to False."""
+        return self._strict_loading in (None, True)
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        object.__setattr__(self, "_strict_loading", value)
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy of the module (pickle, deepcopy, torch.save) is detached from the Trainer, as users know it.
@@ -179,13 +191,16 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         checkpoint_path: str | Path,
         map_location: Any = None,
         hparams_file: str | Path | None = None,
-        strict: bool = True,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
 
-        Loads with ``weights_only=True`` (no code from the file runs); works with weights-only files, full
-        training checkpoints and sharded checkpoint folders.
+        The file is always loaded with ``torch.load(weights_only=True)`` (no code from it runs), whatever
+        ``weights_only`` says: the argument is accepted for compatibility. ``strict=None`` uses the module's
+        ``strict_loading``. Keyword arguments ``__init__`` does not take are ignored with a warning. Works with
+        weights-only files, full training checkpoints and sharded checkpoint folders.
         """
         return load_module_from_checkpoint(
             cls,

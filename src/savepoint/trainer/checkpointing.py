@@ -120,9 +120,10 @@ def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> Non
     to a sharded load gets an empty ``state_dict`` here and checks the keys itself."""
     from savepoint._loading import describe_mismatch
 
+    strict = trainer.training_module.strict_loading
     if checkpoint[fmt.STATE_DICT]:
-        describe_mismatch(trainer.training_module, checkpoint[fmt.STATE_DICT], True, path)
-    trainer.strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT], strict=True)
+        describe_mismatch(trainer.training_module, checkpoint[fmt.STATE_DICT], strict, path)
+    trainer.strategy.load_model_state_dict(checkpoint[fmt.STATE_DICT], strict=strict)
 
 
 def restore_modules_and_callbacks(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
