@@ -4,6 +4,7 @@
 - `due_after_batch` / `due_after_epoch`: should a save happen now?
 - `format_checkpoint_name` / `versioned_name`: what is the file called?
 - `rank_key` / `select_top_k` / `top_k_update`: which files stay in the top-k?
+- `strays_to_remove`: after a resume, which files left by an interrupted eviction go?
 """
 
 from __future__ import annotations
@@ -208,3 +209,13 @@ def top_k_update(current: Sequence[Candidate], new: Candidate, k: int, mode: str
     if not keep_new:
         return TopKUpdate(False, tuple(select_top_k(current, k, mode)), ())
     return TopKUpdate(True, tuple(kept), evicted)
+
+
+def strays_to_remove(strays: Sequence[Candidate], kept: Sequence[Candidate], k: int, mode: str) -> list[str]:
+    """Files this callback wrote and ranked that the restored top-k no longer lists: a crash came between
+    committing a new file and removing the one it evicted. Those that rank strictly below every kept file of
+    a full top-k go; any other stays (a file is never deleted on a guess, and a tie is not a ranking)."""
+    if k < 0 or not kept or len(kept) < k:
+        return []
+    worst = max(rank_key(c, mode)[:2] for c in kept)
+    return [c.path for c in strays if rank_key(c, mode)[:2] > worst]

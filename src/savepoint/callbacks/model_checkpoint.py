@@ -111,6 +111,7 @@ class ModelCheckpoint(Checkpoint):
         self._defer_save_until_validation = False
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
+        self._restored_top_k = False  # a resumed top-k of this same folder: reconciled with it at train start
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -185,6 +186,7 @@ class ModelCheckpoint(Checkpoint):
         dirpath_from_ckpt = state_dict.get("dirpath", self.dirpath)
         self._dirpath_from_ckpt = dirpath_from_ckpt
         if self.dirpath is None or self.dirpath == dirpath_from_ckpt:
+            self._restored_top_k = True
             self._ranked = dict(state_dict.get("best_k_models") or state_dict.get("kept_models") or {})
             self._order = {path: i for i, path in enumerate(self._ranked)}
             self._next_order = len(self._order)
@@ -217,6 +219,42 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_saved_s = trainer._train_elapsed_s()
         if trainer._restored_step is not None:
             self._last_global_step_saved = trainer._restored_step
+        if self._restored_top_k:
+            self._restored_top_k = False
+            self._reconcile(trainer)
+
+    def _reconcile(self, trainer: "Trainer") -> None:
+        """Remove the files a crash left between committing a top-k file and removing the one it evicted:
+        only files whose own saved state shows this callback (same configuration, same folder) wrote and
+        ranked them, and that rank below the restored top-k. Anything else in the folder is left alone."""
+        doomed: list[str] = []
+        if trainer.is_global_zero:
+            mode = self.mode if self.monitor is not None else "max"
+            doomed = policy.strays_to_remove(self._strays(trainer), self._candidates(), self.save_top_k, mode)
+        for path in trainer.strategy.broadcast(doomed):
+            if self.verbose:
+                trainer._print(f"Removing {path!r}: evicted from the top-k before the run was interrupted")
+            self._remove(trainer, path)
+
+    def _strays(self, trainer: "Trainer") -> list[policy.Candidate]:
+        known = {*self._ranked, self.last_model_path, trainer.ckpt_path or ""}
+        io = trainer.strategy.checkpoint_io
+        strays = []
+        for path in _list_checkpoints(io, self.dirpath or ""):
+            if path in known or (trainer.ckpt_path and _same_file(path, trainer.ckpt_path)):
+                continue
+            try:
+                state = (io.load_checkpoint(path, map_location="cpu").get("callbacks") or {}).get(
+                    self.state_key
+                )
+            except Exception:  # unreadable: cannot rank it, so it stays
+                continue
+            if not isinstance(state, dict) or state.get("dirpath") != self.dirpath:
+                continue
+            ranked = state.get("best_k_models") or state.get("kept_models") or {}
+            if path in ranked:
+                strays.append(policy.Candidate(path, float(ranked[path]), -1))
+        return strays
 
     # -- when -----------------------------------------------------------------------------------------------
 
@@ -498,6 +536,19 @@ class ModelCheckpoint(Checkpoint):
         fs, inner = get_fs(target)
         with fs.open(inner, "w") as f:
             yaml.safe_dump(best, f)
+
+
+def _list_checkpoints(io: Any, dirpath: str) -> list[str]:
+    """The ``*.ckpt`` files directly under `dirpath` (hidden temporary names excluded), through the IO's
+    listing when it has one, else through the folder's file system."""
+    lister = getattr(io, "list_checkpoints", None)
+    if lister is not None:
+        return [getattr(entry, "path", entry) for entry in lister(dirpath)]
+    fs, inner = get_fs(dirpath)
+    if not fs.exists(inner):
+        return []
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(inner, detail=False)]
+    return [_join(dirpath, n) for n in sorted(names) if n.endswith(".ckpt") and not n.startswith(".")]
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -165,3 +165,22 @@ def test_policy_top_k_invariant_kept_files_are_exactly_the_k_best(values, k, mod
     # a non-finite value is never kept while a finite one was dropped
     if any(not math.isfinite(c.score) for c in kept):
         assert all(c.path in {k_.path for k_ in kept} for c in finite)
+
+
+def test_strays_to_remove_takes_files_ranked_below_a_full_top_k():
+    kept = [Candidate("b", 0.2, 1), Candidate("c", 0.3, 2)]
+    strays = [Candidate("a", 0.5, -1), Candidate("d", 0.1, -1), Candidate("e", 0.3, -1)]
+    # a ranks below both kept files: evicted before the crash. d would rank first and e ties: both stay.
+    assert policy.strays_to_remove(strays, kept, 2, "min") == ["a"]
+
+
+def test_strays_to_remove_keeps_everything_when_the_top_k_has_room_or_keeps_all():
+    kept = [Candidate("b", 0.2, 1)]
+    strays = [Candidate("a", 0.5, -1)]
+    assert policy.strays_to_remove(strays, kept, 2, "min") == []
+    assert policy.strays_to_remove(strays, kept, -1, "min") == []
+
+
+def test_strays_to_remove_ranks_nan_below_finite_scores():
+    kept = [Candidate("b", 0.2, 1)]
+    assert policy.strays_to_remove([Candidate("a", math.nan, -1)], kept, 1, "max") == ["a"]
