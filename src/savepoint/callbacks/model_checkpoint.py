@@ -7,9 +7,12 @@ becomes ``best_model_path``/``last_model_path`` only after its save returned, an
 only after the save that replaces them.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
+import typing
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -25,10 +28,6 @@ from savepoint.plugins.io._fs import get_fs, is_local
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
-
-# The constructor's annotations are evaluated (no `from __future__ import annotations` here), so tools that
-# read the signature (jsonargparse, CLI parsers) see real types; hook signatures quote the Trainer,
-# which is imported for type checkers only.
 
 
 class ModelCheckpoint(Checkpoint):
@@ -149,7 +148,7 @@ class ModelCheckpoint(Checkpoint):
     def save_on_train_epoch_end(self) -> bool | None:
         return self._save_on_train_epoch_end
 
-    def _saves_on_train_epoch_end(self, trainer: "Trainer") -> bool:
+    def _saves_on_train_epoch_end(self, trainer: Trainer) -> bool:
         """Epoch-triggered saves happen at the end of the training epoch (after its validation) unless
         validation runs several times per epoch or not every epoch: then at the end of each validation."""
         if self._save_on_train_epoch_end is not None:
@@ -206,7 +205,7 @@ class ModelCheckpoint(Checkpoint):
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
-    def setup(self, trainer: "Trainer", pl_module: "TrainingModule", stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = trainer._default_checkpoint_dir()
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
@@ -215,7 +214,7 @@ class ModelCheckpoint(Checkpoint):
 
             check_writable_dir(self.dirpath)
 
-    def on_train_start(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         self._last_time_saved_s = trainer._train_elapsed_s()
         if trainer._restored_step is not None:
             self._last_global_step_saved = trainer._restored_step
@@ -223,7 +222,7 @@ class ModelCheckpoint(Checkpoint):
             self._restored_top_k = False
             self._reconcile(trainer)
 
-    def _reconcile(self, trainer: "Trainer") -> None:
+    def _reconcile(self, trainer: Trainer) -> None:
         """Remove the files a crash left between committing a top-k file and removing the one it evicted:
         only files whose own saved state shows this callback (same configuration, same folder) wrote and
         ranked them, and that rank below the restored top-k. Anything else in the folder is left alone."""
@@ -236,7 +235,7 @@ class ModelCheckpoint(Checkpoint):
                 trainer._print(f"Removing {path!r}: evicted from the top-k before the run was interrupted")
             self._remove(trainer, path)
 
-    def _strays(self, trainer: "Trainer") -> list[policy.Candidate]:
+    def _strays(self, trainer: Trainer) -> list[policy.Candidate]:
         known = {*self._ranked, self.last_model_path, trainer.ckpt_path or ""}
         io = trainer.strategy.checkpoint_io
         strays = []
@@ -258,11 +257,11 @@ class ModelCheckpoint(Checkpoint):
 
     # -- when -----------------------------------------------------------------------------------------------
 
-    def _skip(self, trainer: "Trainer") -> bool:
+    def _skip(self, trainer: Trainer) -> bool:
         return trainer.sanity_checking or not trainer.training
 
     def on_train_batch_end(
-        self, trainer: "Trainer", pl_module: "TrainingModule", outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._skip(trainer):
             return
@@ -287,7 +286,7 @@ class ModelCheckpoint(Checkpoint):
             return
         self._save_all(trainer, candidates)
 
-    def _defer_to_validation(self, trainer: "Trainer", candidates: dict[str, Any]) -> bool:
+    def _defer_to_validation(self, trainer: Trainer, candidates: dict[str, Any]) -> bool:
         """A step/time save ranks on the validation that follows it: the monitored value is missing (logged
         in validation, which has not run) or stale (a validation runs right after this batch)."""
         if self.monitor is None or not trainer._validation_will_run():
@@ -296,12 +295,12 @@ class ModelCheckpoint(Checkpoint):
             return True
         return trainer._validation_follows_batch()
 
-    def on_train_epoch_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if self._skip(trainer) or not self._saves_on_train_epoch_end(trainer):
             return
         self._after_epoch(trainer)
 
-    def on_validation_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if self._skip(trainer):
             return
         if self._defer_save_until_validation:
@@ -312,7 +311,7 @@ class ModelCheckpoint(Checkpoint):
         if not self._saves_on_train_epoch_end(trainer):
             self._after_epoch(trainer)
 
-    def on_train_end(self, trainer: "Trainer", pl_module: "TrainingModule") -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         """The end of training is a save point when its state is not saved yet: ``max_steps`` reached inside an
         epoch ends that epoch (top-k and last), and ``save_last`` always leaves the final state in last."""
         self._defer_save_until_validation = False
@@ -331,7 +330,7 @@ class ModelCheckpoint(Checkpoint):
             self._save_last(trainer, candidates)
             self._last_global_step_saved = trainer.global_step
 
-    def _after_epoch(self, trainer: "Trainer") -> None:
+    def _after_epoch(self, trainer: Trainer) -> None:
         due = policy.due_after_epoch(
             epoch=trainer.current_epoch,
             every_n_epochs=self._every_n_epochs,
@@ -343,7 +342,7 @@ class ModelCheckpoint(Checkpoint):
 
     # -- which and where ------------------------------------------------------------------------------------
 
-    def _monitor_candidates(self, trainer: "Trainer") -> dict[str, Any]:
+    def _monitor_candidates(self, trainer: Trainer) -> dict[str, Any]:
         candidates = {k: v.detach().cpu() for k, v in trainer.callback_metrics.items()}
         candidates["epoch"] = torch.tensor(trainer.current_epoch)
         candidates["step"] = torch.tensor(trainer.global_step)
@@ -365,7 +364,7 @@ class ModelCheckpoint(Checkpoint):
         )
         return _join(self.dirpath, name) if self.dirpath else name
 
-    def file_exists(self, filepath: str, trainer: "Trainer") -> bool:
+    def file_exists(self, filepath: str, trainer: Trainer) -> bool:
         exists = False
         if trainer.is_global_zero:
             fs, inner = get_fs(filepath)
@@ -373,7 +372,7 @@ class ModelCheckpoint(Checkpoint):
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
-        self, trainer: "Trainer", metrics: dict[str, Any], template: str | None, reusable: str | None
+        self, trainer: Trainer, metrics: dict[str, Any], template: str | None, reusable: str | None
     ) -> str:
         make = lambda ver: self.format_checkpoint_name(metrics, template, ver)  # noqa: E731
         if not self._enable_version_counter:
@@ -382,7 +381,7 @@ class ModelCheckpoint(Checkpoint):
             make, lambda p: self.file_exists(p, trainer), self.STARTING_VERSION, reusable
         )
 
-    def _score(self, trainer: "Trainer", candidates: dict[str, Any]) -> torch.Tensor | None:
+    def _score(self, trainer: Trainer, candidates: dict[str, Any]) -> torch.Tensor | None:
         if self.monitor is None:
             return None
         if self.monitor not in candidates:
@@ -409,7 +408,7 @@ class ModelCheckpoint(Checkpoint):
             score = torch.tensor(math.inf if self.mode == "min" else -math.inf)
         return score
 
-    def _save_all(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
+    def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
@@ -421,7 +420,7 @@ class ModelCheckpoint(Checkpoint):
             for i, (path, score) in enumerate(self._ranked.items())
         ]
 
-    def _save_topk(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
+    def _save_topk(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if self.save_top_k == 0:
             return
         score = self._score(trainer, candidates)
@@ -472,7 +471,7 @@ class ModelCheckpoint(Checkpoint):
         for old in evicted:
             self._remove(trainer, old.path)
 
-    def _save_last(self, trainer: "Trainer", candidates: dict[str, Any]) -> None:
+    def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if not self.save_last:
             return
         template = self.CHECKPOINT_NAME_LAST
@@ -487,7 +486,7 @@ class ModelCheckpoint(Checkpoint):
         if previous and previous != path and previous not in self._ranked:
             self._remove(trainer, previous)
 
-    def _write(self, trainer: "Trainer", path: str, after: dict[str, Any]) -> None:
+    def _write(self, trainer: Trainer, path: str, after: dict[str, Any]) -> None:
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
@@ -498,7 +497,7 @@ class ModelCheckpoint(Checkpoint):
         for key, value in after.items():
             setattr(self, key, value)
 
-    def _remove(self, trainer: "Trainer", path: str) -> None:
+    def _remove(self, trainer: Trainer, path: str) -> None:
         if path == self.last_model_path or path in self._ranked:
             return
         if trainer.ckpt_path and _same_file(path, trainer.ckpt_path):
@@ -507,7 +506,7 @@ class ModelCheckpoint(Checkpoint):
             trainer._print(f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
-    def _link(self, trainer: "Trainer", target: str, link_path: str) -> bool:
+    def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
         """Point `link_path` at `target` atomically (a symlink); False when only a copy can work here."""
         if not trainer._checkpoint_io_is_local_torch(link_path):
             return False
@@ -561,3 +560,7 @@ def _join(folder: str, name: str) -> str:
     if "://" in folder:
         return folder.rstrip("/") + "/" + name
     return os.path.join(folder, name)
+
+
+# Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.
+ModelCheckpoint.__init__.__annotations__ = typing.get_type_hints(ModelCheckpoint.__init__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +442,7 @@ class Trainer(TrainerProperties, HookDispatch):
             # Outside fit nothing else will flush an async write: commit it before returning.
             self._strategy.checkpoint_io.teardown()
         self._strategy.barrier("Trainer.save_checkpoint")
+
+
+# Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.
+Trainer.__init__.__annotations__ = typing.get_type_hints(Trainer.__init__)
