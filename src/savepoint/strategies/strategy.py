@@ -31,7 +31,7 @@ from torch import nn
 from savepoint.checkpoint.errors import CheckpointWriteError
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
-from savepoint.trainer.data import move_to_device
+from savepoint.strategies.data import move_to_device
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -193,12 +193,8 @@ class Strategy(ABC):
             ) from (local_error)
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
-        """The whole checkpoint in this process. A sharded folder is assembled into full tensors (a sharded
-        strategy overrides this to load only its shards, resharding to the current world size)."""
-        from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-
-        if is_sharded_checkpoint(checkpoint_path):
-            return load_sharded_as_full(checkpoint_path)
+        """The whole checkpoint in this process, from the CheckpointIO (which assembles a sharded folder
+        into full tensors; a sharded strategy overrides this to load only its shards, resharding)."""
         return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
 
     def remove_checkpoint(self, filepath: str) -> None:
