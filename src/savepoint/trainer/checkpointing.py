@@ -217,7 +217,7 @@ def _search_folders(trainer: Trainer) -> list[str]:
     folders += [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
     unique: dict[str, None] = {}
     for folder in folders:
-        unique.setdefault(folder if "://" in folder else os.path.realpath(folder), None)
+        unique.setdefault(folder if "://" in folder else os.path.abspath(folder), None)
     return list(unique)
 
 
