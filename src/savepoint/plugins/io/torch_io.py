@@ -107,8 +107,8 @@ def _folder_message(path: str, fs: Any, inner: str) -> str:
     names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(inner, detail=False))
     if any(n.endswith(".distcp") or n == META_FILE for n in names):
         return (
-            f"{path!r} is a sharded checkpoint folder without its {COMMIT_FILE!r} commit marker: an interrupted "
-            f"sharded save leaves such a folder. Choose another checkpoint."
+            f"{path!r} is not a committed sharded checkpoint: it holds shards but no {COMMIT_FILE!r} commit marker, "
+            f"which an interrupted sharded save leaves. Choose another checkpoint."
         )
     ckpts = [n for n in names if n.endswith(".ckpt") and not n.startswith(".")]
     if ckpts:
