@@ -10,13 +10,18 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
    ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
-   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes.
-5. Loading: ``load_checkpoint(path)`` on every rank; ``load_model_state_dict`` / ``load_optimizer_state_dict``.
+   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes. A sharded strategy has
+   rank 0 call ``CheckpointIO.save_sharded_meta`` and then every rank ``CheckpointIO.save_sharded``.
+5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
+   strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
+   ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
 6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
    raises its pending error.
 
-The Trainer never opens files or checks ranks itself; everything that touches storage goes through
-``self.checkpoint_io``, so a custom plugin sees every save, load and removal.
+The Trainer never opens files or checks ranks itself, and a strategy never touches a path itself:
+everything that touches storage goes through ``self.checkpoint_io``, so a custom plugin sees every save,
+load and removal. Strategies import nothing from ``trainer/`` (their data helpers are in
+``strategies/data.py``).
 """
 
 from __future__ import annotations
