@@ -95,3 +95,21 @@ def test_cli_verify_of_a_folder_of_checkpoints_checks_each_file(tmp_path, capsys
     assert main(["verify", str(tmp_path / "ck")]) == 0
     out = capsys.readouterr().out
     assert "a.ckpt" in out and "b.ckpt" in out and "interrupted sharded save" not in out
+
+
+def test_cli_inspect_of_a_folder_of_checkpoints_describes_each_file(tmp_path, capsys):
+    import json
+
+    from savepoint.cli import main
+
+    io = TorchCheckpointIO()
+    for name in ("a.ckpt", "b.ckpt"):
+        io.save_checkpoint(
+            {"state_dict": {"w": torch.ones(2)}, "format_version": 1}, str(tmp_path / "ck" / name)
+        )
+    assert main(["inspect", "--json", str(tmp_path / "ck")]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["path"] for s in summaries] == [
+        str(tmp_path / "ck" / "a.ckpt"),
+        str(tmp_path / "ck" / "b.ckpt"),
+    ]
