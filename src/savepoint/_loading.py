@@ -14,19 +14,32 @@ import torch
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import StateMismatchError
 from savepoint.hparams import AttributeDict, decode
-from savepoint.hparams_yaml import load_hparams_from_yaml
+from savepoint.hparams_yaml import hparams_from_text
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 # Keys under which old files of the layout users know stored a module's hyperparameters.
 LEGACY_HPARAMS_KEYS = ("module_arguments", "hparams")
 
 
-def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer."""
-    from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-    from savepoint.plugins.io.torch_io import load_file
+def checkpoint_io_or_default(checkpoint_io: CheckpointIO | None, where: str) -> CheckpointIO:
+    if checkpoint_io is None:
+        return TorchCheckpointIO()
+    if not isinstance(checkpoint_io, CheckpointIO):
+        raise TypeError(
+            f"{where}(checkpoint_io={checkpoint_io!r}) must be a CheckpointIO instance (e.g. the plugin the "
+            f"Trainer saved with), or None for a TorchCheckpointIO."
+        )
+    return checkpoint_io
 
+
+def read_checkpoint(
+    path: str | Path, map_location: Any = None, checkpoint_io: CheckpointIO | None = None
+) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer."""
     path = str(path)
-    raw = load_sharded_as_full(path) if is_sharded_checkpoint(path) else load_file(path, map_location)
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    raw = io.load_checkpoint(path, map_location=map_location)
     return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
 
 
@@ -100,16 +113,18 @@ def build_from_hparams(
     return cls(**init_kwargs)
 
 
-def hparams_from_yaml(path: str | Path) -> dict[str, Any] | None:
-    """The hyperparameters of an ``hparams_file``; None (with a warning) when it does not exist."""
-    if not Path(path).exists():
+def hparams_from_yaml(path: str | Path, checkpoint_io: CheckpointIO | None = None) -> dict[str, Any] | None:
+    """The hyperparameters of an ``hparams_file`` (read through the IO); None, with a warning, when it does
+    not exist."""
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    if not io.exists(str(path)):
         warnings.warn(
             f"hparams_file {str(path)!r} does not exist: the hyperparameters stored in the checkpoint are used.",
             UserWarning,
             stacklevel=4,
         )
         return None
-    data = load_hparams_from_yaml(path)
+    data = hparams_from_text(io.load_text(str(path)))
     if not isinstance(data, dict):
         raise ValueError(
             f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}"
@@ -118,9 +133,9 @@ def hparams_from_yaml(path: str | Path) -> dict[str, Any] | None:
 
 
 def _with_hparams_file(
-    checkpoint: dict[str, Any], hparams_file: str | Path | None, key: str, name_key: str
+    checkpoint: dict[str, Any], hparams_file: str | Path | None, io: CheckpointIO, key: str, name_key: str
 ) -> dict[str, Any]:
-    hparams = hparams_from_yaml(hparams_file) if hparams_file is not None else None
+    hparams = hparams_from_yaml(hparams_file, io) if hparams_file is not None else None
     if hparams is None:
         return checkpoint
     checkpoint = dict(checkpoint)
@@ -203,11 +218,13 @@ def load_module_from_checkpoint(
     map_location: Any = None,
     hparams_file: str | Path | None = None,
     strict: bool | None = None,
+    checkpoint_io: CheckpointIO | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location=map_location)
-    checkpoint = _with_hparams_file(checkpoint, hparams_file, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME)
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    checkpoint = read_checkpoint(path, map_location=map_location, checkpoint_io=io)
+    checkpoint = _with_hparams_file(checkpoint, hparams_file, io, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME)
     model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
     strict = resolve_strict(model, strict)
     model.on_load_checkpoint(checkpoint)
@@ -231,13 +248,16 @@ def load_datamodule_from_checkpoint(
     checkpoint_path: str | Path,
     map_location: Any = None,
     hparams_file: str | Path | None = None,
+    checkpoint_io: CheckpointIO | None = None,
     **kwargs: Any,
 ) -> Any:
     """Without stored datamodule hyperparameters the datamodule is built from its defaults (and ``kwargs``)."""
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    location = map_location if map_location is not None else "cpu"
+    checkpoint = read_checkpoint(path, map_location=location, checkpoint_io=io)
     checkpoint = _with_hparams_file(
-        checkpoint, hparams_file, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME
+        checkpoint, hparams_file, io, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME
     )
     dm = build_from_hparams(
         cls, checkpoint, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME, path, kwargs

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from savepoint._loading import load_datamodule_from_checkpoint
 from savepoint.hparams import HyperparametersMixin
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -50,10 +51,17 @@ class DataModule(HyperparametersMixin):
         checkpoint_path: str | Path,
         map_location: Any = None,
         hparams_file: str | Path | None = None,
+        checkpoint_io: CheckpointIO | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint (from its defaults
-        and `kwargs` when the file stores no datamodule hyperparameters)."""
+        and `kwargs` when the file stores no datamodule hyperparameters), read through `checkpoint_io` (a
+        `TorchCheckpointIO` by default)."""
         return load_datamodule_from_checkpoint(
-            cls, checkpoint_path, map_location=map_location, hparams_file=hparams_file, **kwargs
+            cls,
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            checkpoint_io=checkpoint_io,
+            **kwargs,
         )

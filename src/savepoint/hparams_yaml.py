@@ -75,13 +75,16 @@ def save_hparams_to_yaml(
 def load_hparams_from_yaml(config_yaml: str | os.PathLike, use_omegaconf: bool = True) -> dict[str, Any]:
     """Read what `save_hparams_to_yaml` wrote (or any YAML mapping); a missing file warns and gives ``{}``.
     ``use_omegaconf`` is accepted for compatibility; a plain dict is returned."""
-    import yaml
-
     if not os.path.exists(config_yaml):
         warnings.warn(f"hparams file {os.fspath(config_yaml)!r} does not exist.", UserWarning, stacklevel=2)
         return {}
     with open(config_yaml) as f:
-        data = yaml.safe_load(f)
-    if data is None:
-        return {}
-    return decode(_from_yaml_safe(data))
+        return hparams_from_text(f.read())
+
+
+def hparams_from_text(text: str) -> Any:
+    """Parse YAML text written by `save_hparams_to_yaml` (or any YAML), rebuilding the tagged types."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    return {} if data is None else decode(_from_yaml_safe(data))

@@ -11,6 +11,7 @@ from torch import nn
 
 from savepoint._loading import load_module_from_checkpoint
 from savepoint.hparams import HyperparametersMixin
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -193,6 +194,7 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         hparams_file: str | Path | None = None,
         strict: bool | None = None,
         weights_only: bool | None = None,
+        checkpoint_io: CheckpointIO | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
@@ -200,7 +202,9 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         The file is always loaded with ``torch.load(weights_only=True)`` (no code from it runs), whatever
         ``weights_only`` says: the argument is accepted for compatibility. ``strict=None`` uses the module's
         ``strict_loading``. Keyword arguments ``__init__`` does not take are ignored with a warning. Works with
-        weights-only files, full training checkpoints and sharded checkpoint folders.
+        weights-only files, full training checkpoints and sharded checkpoint folders. Every read (the
+        checkpoint, ``hparams_file``) goes through `checkpoint_io` (a `TorchCheckpointIO` by default: local
+        paths and fsspec URLs).
         """
         return load_module_from_checkpoint(
             cls,
@@ -208,5 +212,6 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             map_location=map_location,
             hparams_file=hparams_file,
             strict=strict,
+            checkpoint_io=checkpoint_io,
             **kwargs,
         )

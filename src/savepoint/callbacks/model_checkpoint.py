@@ -2,7 +2,8 @@
 
 A thin shell over `checkpoint_policy`: this class gathers the Trainer's state, asks the pure functions
 what to do, and carries the answer out through ``trainer.save_checkpoint`` and the strategy's
-``remove_checkpoint`` (so a custom CheckpointIO sees every file). A file joins ``best_k_models`` and
+``remove_checkpoint``; the folder check at set-up, the free-name check and ``to_yaml`` ask the strategy's
+CheckpointIO. It never touches storage itself, so a custom CheckpointIO sees every file. A file joins ``best_k_models`` and
 becomes ``best_model_path``/``last_model_path`` only after its save returned, and files leave the top-k
 only after the save that replaces them.
 """
@@ -23,7 +24,9 @@ import torch
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks.checkpoint import Checkpoint
-from savepoint.plugins.io._fs import get_fs, is_local
+from savepoint.plugins.io._fs import join
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -111,6 +114,7 @@ class ModelCheckpoint(Checkpoint):
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
         self._restored_top_k = False  # a resumed top-k of this same folder: reconciled with it at train start
+        self._io: CheckpointIO | None = None  # the trainer's, from setup on
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -153,11 +157,11 @@ class ModelCheckpoint(Checkpoint):
         validation runs several times per epoch or not every epoch: then at the end of each validation."""
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
-        if trainer._cfg.check_val_every_n_epoch != 1:
+        if trainer.check_val_every_n_epoch != 1:
             return False
-        if not trainer._validation_will_run():
+        if not trainer.enable_validation:
             return True
-        return trainer._cfg.val_check_interval == 1.0
+        return trainer.val_check_interval == 1.0
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -206,18 +210,17 @@ class ModelCheckpoint(Checkpoint):
     # -- set-up ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+        self._io = trainer.strategy.checkpoint_io
         if self.dirpath is None:
-            self.dirpath = trainer._default_checkpoint_dir()
+            self.dirpath = _default_dirpath(trainer)
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if trainer.is_global_zero and stage == "fit":
-            from savepoint.plugins.io._fs import check_writable_dir
-
-            check_writable_dir(self.dirpath)
+            self._io.check_writable(self.dirpath)  # fail fast: before the first training step
 
     def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        self._last_time_saved_s = trainer._train_elapsed_s()
-        if trainer._restored_step is not None:
-            self._last_global_step_saved = trainer._restored_step
+        self._last_time_saved_s = trainer.train_elapsed_s
+        if trainer.ckpt_path is not None:  # resumed: no step-triggered save before the next optimizer step
+            self._last_global_step_saved = trainer.global_step
         if self._restored_top_k:
             self._restored_top_k = False
             self._reconcile(trainer)
@@ -232,7 +235,7 @@ class ModelCheckpoint(Checkpoint):
             doomed = policy.strays_to_remove(self._strays(trainer), self._candidates(), self.save_top_k, mode)
         for path in trainer.strategy.broadcast(doomed):
             if self.verbose:
-                trainer._print(f"Removing {path!r}: evicted from the top-k before the run was interrupted")
+                _info(trainer, f"Removing {path!r}: evicted from the top-k before the run was interrupted")
             self._remove(trainer, path)
 
     def _strays(self, trainer: Trainer) -> list[policy.Candidate]:
@@ -265,7 +268,7 @@ class ModelCheckpoint(Checkpoint):
     ) -> None:
         if self._skip(trainer):
             return
-        elapsed = trainer._train_elapsed_s()
+        elapsed = trainer.train_elapsed_s
         due = policy.due_after_batch(
             global_step=trainer.global_step,
             last_step_saved=self._last_global_step_saved,
@@ -289,7 +292,7 @@ class ModelCheckpoint(Checkpoint):
     def _defer_to_validation(self, trainer: Trainer, candidates: dict[str, Any]) -> bool:
         """A step/time save ranks on the validation that follows it: the monitored value is missing (logged
         in validation, which has not run) or stale (a validation runs right after this batch)."""
-        if self.monitor is None or not trainer._validation_will_run():
+        if self.monitor is None or not trainer.enable_validation:
             return False
         if self.monitor not in candidates:
             return True
@@ -362,13 +365,13 @@ class ModelCheckpoint(Checkpoint):
             extension=self.FILE_EXTENSION,
             version=ver,
         )
-        return _join(self.dirpath, name) if self.dirpath else name
+        return join(self.dirpath, name) if self.dirpath else name
 
     def file_exists(self, filepath: str, trainer: Trainer) -> bool:
+        """Is the name taken? Rank 0 asks the CheckpointIO; every rank gets its answer."""
         exists = False
         if trainer.is_global_zero:
-            fs, inner = get_fs(filepath)
-            exists = bool(fs.exists(inner)) or (is_local(fs) and os.path.islink(inner))
+            exists = trainer.strategy.checkpoint_io.exists(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
@@ -436,8 +439,9 @@ class ModelCheckpoint(Checkpoint):
         decision = policy.top_k_update(current, probe, k, mode)
         if not decision.keep_new:
             if self.verbose:
-                trainer._print(
-                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}"
+                _info(
+                    trainer,
+                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}",
                 )
             return
         reusable = decision.evicted[0].path if decision.evicted else None
@@ -467,7 +471,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = path
         if self.verbose:
             shown = f"{self.monitor!r} reached {float(score):.5f}" if score is not None else "saved"
-            trainer._print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
+            _info(trainer, f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
         for old in evicted:
             self._remove(trainer, old.path)
 
@@ -503,7 +507,7 @@ class ModelCheckpoint(Checkpoint):
         if trainer.ckpt_path and _same_file(path, trainer.ckpt_path):
             return  # the checkpoint this run resumed from is the user's to delete, even in this folder
         if self.verbose:
-            trainer._print(f"Removing checkpoint {path!r}")
+            _info(trainer, f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
     def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
@@ -531,23 +535,16 @@ class ModelCheckpoint(Checkpoint):
         import yaml
 
         best = {k: float(v) for k, v in self.best_k_models.items()}
-        target = filepath or _join(self.dirpath or ".", "best_k_models.yaml")
-        fs, inner = get_fs(target)
-        with fs.open(inner, "w") as f:
-            yaml.safe_dump(best, f)
+        target = (
+            os.fspath(filepath) if filepath is not None else join(self.dirpath or ".", "best_k_models.yaml")
+        )
+        io = self._io if self._io is not None else TorchCheckpointIO()
+        io.save_text(yaml.safe_dump(best), target)
 
 
-def _list_checkpoints(io: Any, dirpath: str) -> list[str]:
-    """The ``*.ckpt`` files directly under `dirpath` (hidden temporary names excluded), through the IO's
-    listing when it has one, else through the folder's file system."""
-    lister = getattr(io, "list_checkpoints", None)
-    if lister is not None:
-        return [getattr(entry, "path", entry) for entry in lister(dirpath)]
-    fs, inner = get_fs(dirpath)
-    if not fs.exists(inner):
-        return []
-    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(inner, detail=False)]
-    return [_join(dirpath, n) for n in sorted(names) if n.endswith(".ckpt") and not n.startswith(".")]
+def _list_checkpoints(io: CheckpointIO, dirpath: str) -> list[str]:
+    """The checkpoints directly under `dirpath`, as the CheckpointIO lists them (no hidden temporary names)."""
+    return [entry.path for entry in io.list_checkpoints(dirpath)]
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -556,10 +553,16 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _join(folder: str, name: str) -> str:
-    if "://" in folder:
-        return folder.rstrip("/") + "/" + name
-    return os.path.join(folder, name)
+def _default_dirpath(trainer: Trainer) -> str:
+    """``<log_dir>/checkpoints`` when a logger has a folder, else ``<default_root_dir>/checkpoints``."""
+    if trainer.logger is not None and trainer.logger.log_dir is not None:
+        return join(trainer.log_dir, "checkpoints")  # type: ignore[arg-type]
+    return join(trainer.default_root_dir, "checkpoints")
+
+
+def _info(trainer: Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        print(message)
 
 
 # Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.

@@ -166,6 +166,26 @@ class Trainer(TrainerProperties, HookDispatch):
     def _train_elapsed_s(self) -> float:
         return self._fit_loop.elapsed_s()
 
+    @property
+    def enable_validation(self) -> bool:
+        """Whether validation runs during ``fit``: validation data, ``validation_step`` and ``limit_val_batches``."""
+        return self._validation_will_run()
+
+    @property
+    def val_check_interval(self) -> int | float:
+        """How often validation runs inside a training epoch: a fraction of it, or a number of batches."""
+        return self._cfg.val_check_interval
+
+    @property
+    def check_val_every_n_epoch(self) -> int | None:
+        """Validation runs every this many epochs (None: counted in batches across epochs)."""
+        return self._cfg.check_val_every_n_epoch
+
+    @property
+    def train_elapsed_s(self) -> float:
+        """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
+        return self._train_elapsed_s()
+
     def _checkpoint_io_is_local_torch(self, path: str) -> bool:
         io = self._strategy.checkpoint_io
         if isinstance(io, AsyncCheckpointIO):
