@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 
 import pytest
 import torch
@@ -59,7 +60,8 @@ def test_model_checkpoint_max_steps_checkpoint_resumes_with_last(tmp_path):
     cb = fw.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
     trainer = fw.trainer(tmp_path, callbacks=[cb], max_steps=8)
     train, val = loaders()
-    trainer.fit(module_class(fw)(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    trainer.fit(module_class(fw)(), train, val, ckpt_path="last")
+    assert os.path.basename(trainer.ckpt_path) == "last.ckpt"
     assert trainer.global_step == 8
 
 
