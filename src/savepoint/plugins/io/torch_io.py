@@ -234,7 +234,8 @@ class TorchCheckpointIO(CheckpointIO):
         """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first)."""
         path = str(path)
         if "://" not in path and self.is_sharded_checkpoint(path):
-            return load_full(path, self.load_sharded_meta(path), verify_sharded(path).problems)
+            problems = verify_sharded(path).problems
+            return load_full(path, load_file(os.path.join(path, META_FILE), map_location="cpu"), problems)
         return load_file(path, map_location, storage_options)
 
     def remove_checkpoint(self, path: str) -> None:
@@ -258,6 +259,13 @@ class TorchCheckpointIO(CheckpointIO):
         save_dcp(state, path, process_group)
 
     def load_sharded_meta(self, path: str) -> dict[str, Any]:
+        """``meta.ckpt``, after a structural check: a missing or truncated shard is refused here, on every
+        rank, before any rank starts reading shards."""
+        problems = verify_sharded(path, check_crc=False).problems
+        if problems:
+            raise CorruptCheckpointError(
+                f"{str(path)!r} is a damaged sharded checkpoint: {problems[0]}", str(path)
+            )
         return load_file(os.path.join(str(path), META_FILE), map_location="cpu")
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
