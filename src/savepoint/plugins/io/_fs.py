@@ -133,7 +133,7 @@ def _local_entry(entry: os.DirEntry[str], shown: str, warn: Any) -> tuple[float,
         st = entry.stat()  # follows a symlink: a dangling one or a loop raises here
     except OSError as err:
         what = "a symlink loop" if err.errno == errno.ELOOP else "a dangling symlink"
-        if entry.is_symlink():
+        if entry.is_symlink() and entry.name.endswith(".ckpt"):
             warn(f"skipping {shown!r}: {what} ({err.strerror}), not a checkpoint")
         return None
     if stat.S_ISDIR(st.st_mode):
