@@ -22,6 +22,7 @@ from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from savepoint.hparams import encode_hparams
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointEntry
+from savepoint.strategies.strategy import Strategy
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -111,7 +112,13 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
 
 
 def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
-    """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
+    """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank.
+
+    The checkpoint "last" already read to check it can be resumed from is not read a second time (one
+    process, a strategy that loads the plain way: the same read through the same CheckpointIO)."""
+    found, trainer._found_checkpoint = getattr(trainer, "_found_checkpoint", None), None
+    if found is not None and found[0] == path:
+        return found[1]
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
     return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
 
@@ -267,6 +274,14 @@ def find_last(trainer: Trainer) -> tuple[str | None, dict[str, Any] | None, list
     return None, None, skipped
 
 
+def _reusable(trainer: Trainer, path: str) -> bool:
+    strategy = trainer.strategy
+    plain_load = type(strategy).load_checkpoint is Strategy.load_checkpoint
+    return (
+        plain_load and not strategy.is_distributed and not strategy.checkpoint_io.is_sharded_checkpoint(path)
+    )
+
+
 def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> str | None:
     if ckpt_path is None:
         return None
@@ -274,9 +289,11 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
     if ckpt_path == "last":
         path = None
         if trainer.is_global_zero:
-            path, _, skipped = find_last(trainer)
+            path, checkpoint, skipped = find_last(trainer)
             if path is None:
                 path = "" if not skipped else f"!{skipped[0]}"
+            elif _reusable(trainer, path):
+                trainer._found_checkpoint = (path, checkpoint)
         path = trainer.strategy.broadcast(path)
         if not path or path.startswith("!"):
             where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")

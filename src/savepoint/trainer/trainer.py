@@ -96,6 +96,7 @@ class Trainer(TrainerProperties, HookDispatch):
         self._val_loaders: list[Any] = []
         self._validation_has_run = False
         self._restored_step: int | None = None
+        self._found_checkpoint: tuple[str, dict[str, Any]] | None = None  # read by ckpt_path="last"
         self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
         self.should_stop = False
         self.sanity_checking = False
