@@ -287,42 +287,53 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
         return None
     ckpt_path = os.fspath(ckpt_path)
     if ckpt_path == "last":
-        path = None
-        if trainer.is_global_zero:
-            path, checkpoint, skipped = find_last(trainer)
-            if path is None:
-                path = "" if not skipped else f"!{skipped[0]}"
-            elif _reusable(trainer, path):
-                trainer._found_checkpoint = (path, checkpoint)
-        path = trainer.strategy.broadcast(path)
-        if not path or path.startswith("!"):
-            where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
-            extra = f" (no candidate can be resumed from; the newest was {path[1:]!r})" if path else ""
-            raise CheckpointNotFoundError(
-                f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
-                f"ckpt_path first, or pass the path of a checkpoint.",
-                trainer.default_root_dir,
-            )
-        return path
+        return _resolve_last(trainer)
     if ckpt_path == "best":
-        best = ""
-        for cb in trainer.checkpoint_callbacks:
-            best = getattr(cb, "best_model_path", "") or best
-        if not best and trainer.is_global_zero:
-            _, last, _ = find_last(trainer)
-            if last is not None:
-                stored = last.get(fmt.CALLBACKS) or {}
-                for key, state in stored.items():
-                    if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
-                        best = state["best_model_path"]
-                        break
-        best = trainer.strategy.broadcast(best)
-        if not best:
-            raise CheckpointNotFoundError(
-                "ckpt_path='best': no best checkpoint is known (no ModelCheckpoint has saved one in this root). "
-                "Pass a path, or 'last'.",
-                trainer.default_root_dir,
-            )
-        return best
+        return _resolve_best(trainer)
     return ckpt_path
+
+
+def _resolve_last(trainer: Trainer) -> str:
+    path = None
+    if trainer.is_global_zero:
+        path, checkpoint, skipped = find_last(trainer)
+        if path is None:
+            path = "" if not skipped else f"!{skipped[0]}"
+        elif _reusable(trainer, path):
+            trainer._found_checkpoint = (path, checkpoint)  # type: ignore[assignment]
+    path = trainer.strategy.broadcast(path)
+    if not path or path.startswith("!"):
+        where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
+        extra = f" (no candidate can be resumed from; the newest was {path[1:]!r})" if path else ""
+        raise CheckpointNotFoundError(
+            f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
+            f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
+            f"ckpt_path first, or pass the path of a checkpoint.",
+            trainer.default_root_dir,
+        )
+    return path
+
+
+def _resolve_best(trainer: Trainer) -> str:
+    best = ""
+    for cb in trainer.checkpoint_callbacks:
+        best = getattr(cb, "best_model_path", "") or best
+    if not best and trainer.is_global_zero:
+        _, last, _ = find_last(trainer)
+        stored = (last or {}).get(fmt.CALLBACKS) or {}
+        best = next(
+            (
+                state["best_model_path"]
+                for key, state in stored.items()
+                if key.startswith("ModelCheckpoint") and state.get("best_model_path")
+            ),
+            "",
+        )
+    best = trainer.strategy.broadcast(best)
+    if not best:
+        raise CheckpointNotFoundError(
+            "ckpt_path='best': no best checkpoint is known (no ModelCheckpoint has saved one in this root). "
+            "Pass a path, or 'last'.",
+            trainer.default_root_dir,
+        )
+    return best
