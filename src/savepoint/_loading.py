@@ -12,17 +12,29 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import AttributeDict, decode
 
 
-def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer."""
+def read_checkpoint(
+    path: str | Path,
+    map_location: Any = None,
+    verify_integrity: bool | None = None,
+    unused_keys: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer.
+
+    `unused_keys`: top-level keys whose tensors the caller does not use (their CRCs are not checked)."""
     from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
     from savepoint.plugins.io.torch_io import load_file
 
     path = str(path)
-    raw = load_sharded_as_full(path) if is_sharded_checkpoint(path) else load_file(path, map_location)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    raw = (
+        load_sharded_as_full(path)
+        if is_sharded_checkpoint(path)
+        else load_file(path, map_location, verify_integrity=verify_integrity, unused_keys=unused_keys)
+    )
+    return validated(raw, path)
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -133,10 +145,14 @@ def load_module_from_checkpoint(
     map_location: Any = None,
     hparams_file: str | Path | None = None,
     strict: bool = True,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location=map_location)
+    # The optimizer state is not used here: its records (two thirds of an Adam checkpoint) are not read.
+    checkpoint = read_checkpoint(
+        path, map_location, verify_integrity=verify_integrity, unused_keys=(fmt.OPTIMIZER_STATES,)
+    )
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
         checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)

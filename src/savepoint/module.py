@@ -174,12 +174,15 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool = True,
+        *,
+        verify_integrity: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
 
         Loads with ``weights_only=True`` (no code from the file runs); works with weights-only files, full
-        training checkpoints and sharded checkpoint folders.
+        training checkpoints and sharded checkpoint folders. Every record's CRC32 is checked first; pass
+        ``verify_integrity=False`` (or set ``SAVEPOINT_VERIFY_INTEGRITY=0``) to skip only that check.
         """
         return load_module_from_checkpoint(
             cls,
@@ -187,5 +190,6 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             map_location=map_location,
             hparams_file=hparams_file,
             strict=strict,
+            verify_integrity=verify_integrity,
             **kwargs,
         )

@@ -15,6 +15,7 @@ import torch
 from savepoint._version import __version__
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import encode_hparams
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
 def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
     """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    return validated(raw, path)
 
 
 def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
