@@ -52,7 +52,8 @@ def build_from_hparams(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
-    hparams = decode(dict(checkpoint.get(hparams_key) or {}))
+    # Dataclass hyperparameters are rebuilt if defined beside `cls` (or registered): see hparams.decode.
+    hparams = decode(dict(checkpoint.get(hparams_key) or {}), frozenset({cls.__module__}))
     hparams_name = checkpoint.get(name_key)
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -30,20 +30,23 @@ class VerifyReport:
     format_version: int | None = None
 
 
-def _check_zip(path: str, report: VerifyReport) -> None:
+def _check_zip(path: str, report: VerifyReport, load: bool = True) -> None:
     """Record count and size, then the integrity checks of a load, streamed (memory: one 4 MB buffer)."""
     try:
         size = os.path.getsize(path)
+        integrity.refuse_empty(size, path)
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
         report.records = len(infos)
         report.bytes = sum(info.file_size for info in infos)
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-        size = -1  # not an archive: the load below says why, in its own words
-    if size < 0:
+    except CheckpointError as err:
+        report.problems.append(str(err))
+        return
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
+        if not load:  # otherwise the load says why, in its own words (it also reads pre-zip torch files)
+            report.problems.append(f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file")
         return
     try:
-        integrity.refuse_empty(size, path)
         with open(path, "rb") as f:
             integrity.check_stream(f, size, path, verify=True, limit=integrity.resolve_max_pickle_bytes(None))
     except CheckpointError as err:
@@ -88,7 +91,7 @@ def verify_checkpoint(path: str | os.PathLike, load: bool = True) -> VerifyRepor
                 report.problems.append(str(err))
         report.ok = not report.problems
         return report
-    _check_zip(path, report)
+    _check_zip(path, report, load)
     if load and not report.problems:
         from savepoint.plugins.io.torch_io import load_file
 
