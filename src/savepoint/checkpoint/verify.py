@@ -44,7 +44,9 @@ def _check_zip(path: str, report: VerifyReport, load: bool = True) -> None:
         return
     except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
         if not load:  # otherwise the load says why, in its own words (it also reads pre-zip torch files)
-            report.problems.append(f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file")
+            report.problems.append(
+                f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file"
+            )
         return
     try:
         with open(path, "rb") as f:

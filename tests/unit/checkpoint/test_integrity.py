@@ -57,14 +57,20 @@ def _rewrite(src, dst, replace=(), deflate=()):
         for info in old.infolist():
             data = next((v for k, v in replace.items() if info.filename.endswith(k)), None)
             data = old.read(info) if data is None else data
-            method = zipfile.ZIP_DEFLATED if any(info.filename.endswith(k) for k in deflate) else zipfile.ZIP_STORED
+            method = (
+                zipfile.ZIP_DEFLATED
+                if any(info.filename.endswith(k) for k in deflate)
+                else zipfile.ZIP_STORED
+            )
             new.writestr(zipfile.ZipInfo(info.filename), data, compress_type=method)
     return dst
 
 
 def test_integrity_flipped_bit_in_a_weight_is_refused_naming_file_and_record(tmp_path):
     bad = _flip_bit(_save(tmp_path / "a.ckpt"), tmp_path / "corrupt-a.ckpt", "data/0")
-    with pytest.raises(CorruptCheckpointError, match=r"corrupt-a\.ckpt.*record 'archive/data/0'.*CRC32") as info:
+    with pytest.raises(
+        CorruptCheckpointError, match=r"corrupt-a\.ckpt.*record 'archive/data/0'.*CRC32"
+    ) as info:
         load_file(str(bad))
     assert info.value.path == str(bad)
 
@@ -116,7 +122,9 @@ def test_integrity_truncated_file_is_refused_naming_it(tmp_path):
 
 def _bomb(tmp_path, inflated: int):
     payload = pickle.dumps({"state_dict": {}, "pad": "a" * inflated}, protocol=2)
-    return _rewrite(_save(tmp_path / "a.ckpt"), tmp_path / "corrupt-bomb.ckpt", {"data.pkl": payload}, {"data.pkl"})
+    return _rewrite(
+        _save(tmp_path / "a.ckpt"), tmp_path / "corrupt-bomb.ckpt", {"data.pkl": payload}, {"data.pkl"}
+    )
 
 
 def test_integrity_pickle_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
@@ -125,7 +133,9 @@ def test_integrity_pickle_bomb_is_refused_before_inflating(tmp_path, monkeypatch
     monkeypatch.setenv(integrity.MAX_PICKLE_ENV, str(1 << 20))
     tracemalloc.start()
     try:
-        with pytest.raises(OversizedCheckpointError, match=r"corrupt-bomb\.ckpt.*'archive/data.pkl' inflates to 16777"):
+        with pytest.raises(
+            OversizedCheckpointError, match=r"corrupt-bomb\.ckpt.*'archive/data.pkl' inflates to 16777"
+        ):
             load_file(str(bomb))
         report = verify_checkpoint(bomb)
         peak = tracemalloc.get_traced_memory()[1]
@@ -145,7 +155,9 @@ def test_integrity_pickle_limit_is_configurable_and_generous_by_default(tmp_path
 
 
 def test_verify_streams_records_without_holding_one_in_memory(tmp_path):
-    path = _save(tmp_path / "big.ckpt", {"state_dict": {"w": torch.ones(8 << 20)}, "epoch": 0})  # one 32 MB record
+    path = _save(
+        tmp_path / "big.ckpt", {"state_dict": {"w": torch.ones(8 << 20)}, "epoch": 0}
+    )  # one 32 MB record
     tracemalloc.start()
     try:
         report = verify_checkpoint(path)
