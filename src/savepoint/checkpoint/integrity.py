@@ -13,26 +13,31 @@ a load returns, savepoint checks:
 4. unless opted out (``verify_integrity=False`` or ``SAVEPOINT_VERIFY_INTEGRITY=0``), the CRC32 of every
    record, computed in threads that release the GIL (``isal`` when installed, else ``zlib``).
 
-1-3 read only the zip directory and the pickle (small); 4 reads every byte once. Failures raise
+1-3 read only the zip directory and the pickle (small); 4 reads every byte once (`archive.py`). Failures raise
 `CorruptCheckpointError` (or `OversizedCheckpointError`, `UnsafeCheckpointError`) naming file and record.
 """
 
 from __future__ import annotations
 
 import io
-import mmap
 import os
 import pickle
-import struct
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import torch
 from torch import _weights_only_unpickler
 
+from savepoint.checkpoint.archive import (
+    Record,
+    check_crcs_streamed,
+    crc32,
+    crc_error,
+    read_records,
+    start_crc_check,
+)
 from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     NotACheckpointError,
@@ -40,23 +45,12 @@ from savepoint.checkpoint.errors import (
     UnsafeCheckpointError,
 )
 
-try:  # about 4x faster than zlib's CRC32; both release the GIL on large buffers
-    from isal.isal_zlib import crc32 as _crc32
-except ImportError:  # pragma: no cover - the optional accelerator is missing
-    from zlib import crc32 as _crc32
-
 VERIFY_ENV = "SAVEPOINT_VERIFY_INTEGRITY"
 MAX_PICKLE_ENV = "SAVEPOINT_MAX_PICKLE_BYTES"
 # Real checkpoints hold a few bytes of pickle per tensor plus hyperparameters: a few MB even for models
 # with tens of thousands of tensors. Unpickling costs about three times the record's size in memory.
 DEFAULT_MAX_PICKLE_BYTES = 256 << 20
 _CHUNK = 4 << 20
-_LOCAL = b"PK\x03\x04"
-
-
-def crc32(data: Any, value: int = 0) -> int:
-    """CRC32 of a buffer, continuing from `value` (isal when installed, else zlib; same result)."""
-    return _crc32(data, value) & 0xFFFFFFFF
 
 
 def resolve_verify(verify_integrity: bool | None) -> bool:
@@ -90,49 +84,6 @@ def refuse_empty(size: int, shown: str) -> None:
             f"finish, or a file created but never written; resume from another checkpoint.",
             shown,
         )
-
-
-@dataclass(frozen=True)
-class Record:
-    name: str
-    start: int  # offset of the record's data in the file
-    size: int  # uncompressed size
-    stored_size: int  # size in the file
-    compressed: bool
-    crc: int
-
-
-def read_records(f: BinaryIO, file_size: int, shown: str) -> list[Record]:
-    """Every record of the archive with the offset of its data; each must lie inside the file."""
-    try:
-        infos = zipfile.ZipFile(f).infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        raise CorruptCheckpointError(
-            f"{shown!r} is not a readable checkpoint archive ({err}): expected a zip archive written by "
-            f"torch.save; the file is torn, truncated or of another kind.",
-            shown,
-        ) from err
-    records = []
-    for info in infos:
-        f.seek(info.header_offset)
-        header = f.read(30)
-        if len(header) < 30 or header[:4] != _LOCAL:
-            raise CorruptCheckpointError(
-                f"{shown!r}: record {info.filename!r} has no valid header at offset {info.header_offset} "
-                f"(expected a zip local header): the file is damaged.",
-                shown,
-            )
-        name_len, extra_len = struct.unpack_from("<HH", header, 26)
-        start = info.header_offset + 30 + name_len + extra_len
-        if start + info.compress_size > file_size:
-            raise CorruptCheckpointError(
-                f"{shown!r}: record {info.filename!r} ends at byte {start + info.compress_size}, past the end "
-                f"of the file ({file_size} bytes): the file is truncated.",
-                shown,
-            )
-        compressed = info.compress_type != zipfile.ZIP_STORED
-        records.append(Record(info.filename, start, info.file_size, info.compress_size, compressed, info.CRC))
-    return records
 
 
 def pickle_record(records: list[Record], shown: str) -> Record:
@@ -299,97 +250,6 @@ def check_storages(records: list[Record], pkl: Record, claims: Claims, shown: st
                 f"{nbytes} (numel x element size): the file is damaged; resume from another checkpoint.",
                 shown,
             )
-
-
-def crc_error(shown: str, record: Record, found: int) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
-        f"{shown!r}: record {record.name!r} fails its CRC32 check (stored {record.crc:08x}, computed "
-        f"{found:08x}): the file changed after it was written (a flipped bit, a partial copy). Resume from "
-        f"another checkpoint; to load it anyway, pass verify_integrity=False.",
-        shown,
-    )
-
-
-def crc_of_file(f: BinaryIO, record: Record, buffer: bytearray) -> int:
-    """CRC32 of a stored record read through `buffer` (memory stays at one buffer); -1 if it is cut short."""
-    view = memoryview(buffer)
-    crc, left = 0, record.size
-    f.seek(record.start)
-    while left > 0:
-        n = f.readinto(view[: min(left, len(buffer))])  # type: ignore[attr-defined]
-        if not n:
-            return -1
-        crc = crc32(view[:n], crc)
-        left -= n
-    return crc
-
-
-def crc_of_compressed(f: BinaryIO, record: Record, limit: int) -> int:
-    """CRC32 of a compressed record's inflated bytes, streamed (a record inflating past `limit` fails)."""
-    crc, total = 0, 0
-    f.seek(0)
-    try:
-        with zipfile.ZipFile(f).open(record.name) as stream:
-            stream._expected_crc = None  # type: ignore[attr-defined]  # we compare ourselves, naming the file
-            while chunk := stream.read(_CHUNK):
-                total += len(chunk)
-                if total > limit:
-                    return -1
-                crc = crc32(chunk, crc)
-    except Exception:  # zlib.error, a truncated stream: the CRC cannot match
-        return -1
-    return crc
-
-
-def check_crcs_streamed(f: BinaryIO, records: list[Record], limit: int, shown: str) -> None:
-    """Every record's CRC32, one record after another through one 4 MB buffer (for `verify`)."""
-    buffer = bytearray(_CHUNK)
-    for record in records:
-        found = crc_of_compressed(f, record, limit) if record.compressed else crc_of_file(f, record, buffer)
-        if found != record.crc:
-            raise crc_error(shown, record, found & 0xFFFFFFFF)
-
-
-def start_crc_check(path: str, records: list[Record], limit: int, shown: str) -> Callable[[], None]:
-    """Start checking every stored record's CRC32 in threads over a read-only mapping of the file.
-
-    Returns a function that waits for the threads and raises the first mismatch. The pages read here are
-    those a memory-mapped ``torch.load`` then finds in the page cache.
-    """
-    stored = [r for r in records if not r.compressed and r.size > 0]
-    compressed = [r for r in records if r.compressed]
-    if not stored and not compressed:
-        return lambda: None
-    f = open(path, "rb")  # noqa: SIM115 - closed by the returned function
-    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if stored else None
-    if mapped is not None and hasattr(mmap, "MADV_SEQUENTIAL"):
-        mapped.madvise(mmap.MADV_SEQUENTIAL)
-
-    def one(record: Record) -> int:
-        if record.compressed:
-            with open(path, "rb") as g:
-                return crc_of_compressed(g, record, limit)
-        with memoryview(mapped)[record.start : record.start + record.size] as view:  # type: ignore[arg-type]
-            return crc32(view)
-
-    # Largest first: the pool stays busy to the end.
-    ordered = sorted(stored + compressed, key=lambda r: r.size, reverse=True)
-    pool = ThreadPoolExecutor(max_workers=max(1, min(len(ordered), os.cpu_count() or 1, 8)))
-    futures = [(r, pool.submit(one, r)) for r in ordered]
-
-    def wait() -> None:
-        try:
-            for record, future in futures:
-                found = future.result()
-                if found != record.crc:
-                    raise crc_error(shown, record, found & 0xFFFFFFFF)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            if mapped is not None:
-                mapped.close()
-            f.close()
-
-    return wait
 
 
 def _nothing() -> None:

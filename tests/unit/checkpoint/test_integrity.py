@@ -5,13 +5,14 @@ import pickle
 import struct
 import tracemalloc
 import zipfile
+import zlib
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from savepoint.checkpoint import integrity
+from savepoint.checkpoint import archive, integrity
 from savepoint.checkpoint.errors import (
     CheckpointError,
     CorruptCheckpointError,
@@ -178,12 +179,18 @@ def test_integrity_zero_byte_file_is_refused_by_load_and_verify_alike(tmp_path):
         assert not report.ok and report.problems == [str(info.value)]
 
 
-def test_integrity_crc32_matches_zlib():
-    import zlib
-
+def test_archive_crc32_matches_zlib():
     data = bytes(range(256)) * 1000
-    assert integrity.crc32(data) == zlib.crc32(data)
-    assert integrity.crc32(data[500:], integrity.crc32(data[:500])) == zlib.crc32(data)
+    assert archive.crc32(data) == zlib.crc32(data)
+    assert archive.crc32(data[500:], archive.crc32(data[:500])) == zlib.crc32(data)
+
+
+def test_integrity_without_the_accelerator_falls_back_to_zlib(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive, "_crc32", zlib.crc32)
+    bad = _flip_bit(_save(tmp_path / "a.ckpt"), tmp_path / "corrupt-a.ckpt", "data/0")
+    with pytest.raises(CorruptCheckpointError, match="CRC32"):
+        load_file(str(bad))
+    assert load_file(str(tmp_path / "a.ckpt"))["state_dict"]["w"].shape == (512,)
 
 
 # -- property: every damaged file is refused with a typed error naming it, or loads exactly what was saved --
