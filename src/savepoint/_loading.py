@@ -172,10 +172,17 @@ def load_module_from_checkpoint(
 
 
 def load_datamodule_from_checkpoint(
-    cls: type, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+    cls: type,
+    checkpoint_path: str | Path,
+    hparams_file: str | Path | None = None,
+    verify_integrity: bool | None = None,
+    **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location="cpu")
+    # Neither the weights nor the optimizer state are used here: their records are not read.
+    checkpoint = read_checkpoint(
+        path, "cpu", verify_integrity=verify_integrity, unused_keys=(fmt.STATE_DICT, fmt.OPTIMIZER_STATES)
+    )
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
         checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)

@@ -46,7 +46,16 @@ class DataModule(HyperparametersMixin):
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        hparams_file: str | Path | None = None,
+        *,
+        verify_integrity: bool | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint."""
-        return load_datamodule_from_checkpoint(cls, checkpoint_path, hparams_file=hparams_file, **kwargs)
+        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint.
+
+        The CRC32s of the records it reads are checked; ``verify_integrity=False`` skips that check."""
+        return load_datamodule_from_checkpoint(
+            cls, checkpoint_path, hparams_file=hparams_file, verify_integrity=verify_integrity, **kwargs
+        )
