@@ -45,7 +45,7 @@ def read_records(f: BinaryIO, file_size: int, shown: str) -> list[Record]:
     """Every record of the archive with the offset of its data; each must lie inside the file."""
     try:
         infos = zipfile.ZipFile(f).infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+    except Exception as err:  # BadZipFile, NotImplementedError (a damaged version field), struct.error...
         raise CorruptCheckpointError(
             f"{shown!r} is not a readable checkpoint archive ({err}): expected a zip archive written by "
             f"torch.save; the file is torn, truncated or of another kind.",

@@ -42,7 +42,7 @@ def _check_zip(path: str, report: VerifyReport, load: bool = True) -> None:
     except CheckpointError as err:
         report.problems.append(str(err))
         return
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
+    except Exception as err:  # zipfile raises BadZipFile, NotImplementedError, struct.error...
         if not load:  # otherwise the load says why, in its own words (it also reads pre-zip torch files)
             report.problems.append(
                 f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file"

@@ -202,11 +202,16 @@ _SAVED = {
 }
 
 
+class _Bytes(bytes):
+    def __repr__(self) -> str:  # hypothesis prints the arguments of a failing example
+        return f"<{len(self)} bytes of a saved checkpoint>"
+
+
 @pytest.fixture(scope="module")
 def saved_bytes(tmp_path_factory):
     path = tmp_path_factory.mktemp("prop") / "a.ckpt"
     TorchCheckpointIO().save_checkpoint(_SAVED, str(path))
-    return path.read_bytes()
+    return _Bytes(path.read_bytes())
 
 
 def _equal(a, b):
