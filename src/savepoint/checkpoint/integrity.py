@@ -47,9 +47,10 @@ from savepoint.checkpoint.errors import (
 
 VERIFY_ENV = "SAVEPOINT_VERIFY_INTEGRITY"
 MAX_PICKLE_ENV = "SAVEPOINT_MAX_PICKLE_BYTES"
-# Real checkpoints hold a few bytes of pickle per tensor plus hyperparameters: a few MB even for models
-# with tens of thousands of tensors. Unpickling costs about three times the record's size in memory.
-DEFAULT_MAX_PICKLE_BYTES = 256 << 20
+# A real checkpoint's pickle holds about 200 bytes per tensor plus hyperparameters and loop state: a few
+# MB even with tens of thousands of tensors. Unpickling costs about three times the record's size in
+# memory, so the default bounds that to about 200 MB, whatever the file's compression ratio.
+DEFAULT_MAX_PICKLE_BYTES = 64 << 20
 _CHUNK = 4 << 20
 
 
@@ -63,7 +64,7 @@ def resolve_verify(verify_integrity: bool | None) -> bool:
 
 
 def resolve_max_pickle_bytes(max_pickle_bytes: int | None) -> int:
-    """An explicit argument wins; otherwise ``SAVEPOINT_MAX_PICKLE_BYTES``; otherwise 256 MiB."""
+    """An explicit argument wins; otherwise ``SAVEPOINT_MAX_PICKLE_BYTES``; otherwise 64 MiB."""
     if max_pickle_bytes is None:
         raw = os.environ.get(MAX_PICKLE_ENV)
         if raw is None:

@@ -146,6 +146,12 @@ def test_integrity_pickle_bomb_is_refused_before_inflating(tmp_path, monkeypatch
     assert peak < 2 << 20, f"refusing a 16 MB pickle record held {peak} bytes"
 
 
+def test_integrity_default_pickle_limit_refuses_a_bomb_past_64_mib(tmp_path):
+    bomb = _bomb(tmp_path, 65 << 20)
+    with pytest.raises(OversizedCheckpointError, match=r"over the limit of 67108864 bytes"):
+        load_file(str(bomb))
+
+
 def test_integrity_pickle_limit_is_configurable_and_generous_by_default(tmp_path):
     bomb = _bomb(tmp_path, 2 << 20)
     assert load_file(str(bomb))["pad"] == "a" * (2 << 20)  # 2 MB of pickle: far under the default

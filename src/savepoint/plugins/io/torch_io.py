@@ -144,7 +144,7 @@ class TorchCheckpointIO(CheckpointIO):
     def __init__(self, verify_integrity: bool | None = None, max_pickle_bytes: int | None = None) -> None:
         """`verify_integrity`: check every record's CRC32 on load (None: on, unless the environment variable
         ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
-        `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 256 MiB, or
+        `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
         ``SAVEPOINT_MAX_PICKLE_BYTES``)."""
         if verify_integrity is not None:
             integrity.resolve_verify(verify_integrity)  # a wrong type fails here, not at the first load
