@@ -179,18 +179,37 @@ def storage_claims(data: bytes, shown: str) -> Claims:
             f"{first}): the file is damaged.",
             shown,
         ) from err
-    keys_under: dict[Any, set[str]] = {}
-    if isinstance(obj, dict):
+    return Claims(nbytes, _keys_under(obj, by_impl))
+
+
+def _keys_under(obj: Any, by_impl: dict[int, str]) -> dict[Any, set[str]]:
+    """Top-level key -> storage keys of the tensors under it; {} when any tensor cannot be traced to its
+    record (a sparse or subclass tensor): then every record is CRC-checked."""
+    if not isinstance(obj, dict):
+        return {}
+    out: dict[Any, set[str]] = {}
+    try:
         for top, value in obj.items():
-            keys_under[top] = {by_impl[t.untyped_storage()._cdata] for t in _tensors(value)}
-    return Claims(nbytes, keys_under)
+            keys = set()
+            for tensor in _tensors(value):
+                key = by_impl.get(tensor.untyped_storage()._cdata)
+                if key is None:
+                    return {}
+                keys.add(key)
+            out[top] = keys
+    except Exception:  # a tensor without a plain storage
+        return {}
+    return out
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
-    stack = [obj]
+    stack, seen = [obj], set()
     while stack:
         item = stack.pop()
+        if id(item) in seen:  # a pickle may build a list that contains itself
+            continue
+        seen.add(id(item))
         if isinstance(item, torch.Tensor):
             out.append(item)
         elif isinstance(item, dict):

@@ -274,3 +274,14 @@ def test_integrity_damaged_file_is_refused_by_name_or_loads_exactly(tmp_path, sa
         return
     assert _equal(_SAVED, loaded), f"{kind} at {where}: loaded different data without an error"
     assert verify_checkpoint(path).ok
+
+
+def test_integrity_self_referencing_pickle_and_storage_less_tensors_load(tmp_path):
+    looped = [1]
+    looped.append(looped)
+    path = _save(
+        tmp_path / "odd.ckpt",
+        {"state_dict": {"w": torch.ones(3)}, "loop": looped, "sparse": torch.eye(3).to_sparse(), "epoch": 0},
+    )
+    loaded = load_file(str(path), unused_keys=("sparse",))
+    assert loaded["loop"][1] is loaded["loop"] and torch.equal(loaded["sparse"].to_dense(), torch.eye(3))
