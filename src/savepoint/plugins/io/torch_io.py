@@ -268,6 +268,7 @@ class TorchCheckpointIO(CheckpointIO):
         map_location: Any | None = None,
         storage_options: Any | None = None,
         verify_integrity: bool | None = None,
+        unused_keys: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> dict[str, Any]:
         """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first).
@@ -284,7 +285,7 @@ class TorchCheckpointIO(CheckpointIO):
             storage_options,
             verify_integrity=verify,
             max_pickle_bytes=self.max_pickle_bytes,
-            unused_keys=tuple(kwargs.get("unused_keys", ())),
+            unused_keys=tuple(unused_keys),
         )
 
     def remove_checkpoint(self, path: str) -> None:
@@ -308,7 +309,12 @@ class TorchCheckpointIO(CheckpointIO):
         save_dcp(state, path, process_group)
 
     def load_sharded_meta(self, path: str) -> dict[str, Any]:
-        return load_file(os.path.join(str(path), META_FILE), map_location="cpu")
+        return load_file(
+            os.path.join(str(path), META_FILE),
+            map_location="cpu",
+            verify_integrity=self.verify_integrity,
+            max_pickle_bytes=self.max_pickle_bytes,
+        )
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Fill `state` in place from a sharded folder, resharding to this world size; never runs code."""
