@@ -19,6 +19,7 @@ import torch
 from savepoint._version import __version__
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import encode_hparams
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointEntry
@@ -120,7 +121,7 @@ def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
     if found is not None and found[0] == path:
         return found[1]
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    return validated(raw, path)
 
 
 def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
@@ -251,7 +252,7 @@ def _resumable(trainer: Trainer, entry: CheckpointEntry) -> tuple[dict[str, Any]
             raw = io.load_sharded_meta(entry.path)
         else:
             raw = io.load_checkpoint(entry.path, map_location="cpu")
-        checkpoint = fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, entry.path), entry.path)
+        checkpoint = validated(raw, entry.path)  # the same validation as every load
     except (CheckpointError, OSError) as err:
         return None, f"it fails to load: {err}"
     if fmt.is_weights_only(checkpoint):
