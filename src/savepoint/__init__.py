@@ -17,6 +17,7 @@ from savepoint.datamodule import DataModule
 from savepoint.module import TrainingModule
 from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
+from savepoint.trainer.preemption import Preempted, RankFailedError
 from savepoint.trainer.trainer import Trainer
 
 LightningModule = TrainingModule
@@ -39,6 +40,8 @@ __all__ = [
     "LightningModule",
     "ModelCheckpoint",
     "NotACheckpointError",
+    "Preempted",
+    "RankFailedError",
     "SingleDeviceStrategy",
     "StateMismatchError",
     "Strategy",

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.strategies import elastic, launcher
 from savepoint.strategies.launcher import launch_local_processes
 from savepoint.strategies.strategy import Strategy
 from savepoint.trainer.data import add_distributed_sampler
@@ -57,6 +58,8 @@ class DDPStrategy(Strategy):
         self._devices = 1
         self._num_nodes = 1
         self._device: torch.device | None = None
+        self._store: Any = None
+        self._control_group: Any = None
 
     def _configure_devices(self, devices: int, num_nodes: int, accelerator: str) -> None:
         self._devices = devices
@@ -83,7 +86,7 @@ class DDPStrategy(Strategy):
         accelerator = self._accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
         backend = self._backend or ("nccl" if accelerator == "cuda" else "gloo")
         self._set_device()
-        dist.init_process_group(backend=backend, timeout=self._timeout)
+        self._store = elastic.init_process_group(backend, self._timeout)
 
     def _set_device(self) -> None:
         accelerator = self._accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,6 +170,31 @@ class DDPStrategy(Strategy):
         }[reduce_op]
         dist.all_reduce(t, op=op)
         return t / self.world_size if reduce_op == "mean" else t
+
+    def max_across_ranks(self, value: int) -> int:
+        if not dist.is_initialized() or self.world_size == 1:
+            return value
+        # On CPU through gloo, even when training uses NCCL: no device sync for a per-batch flag.
+        if self._control_group is None:
+            self._control_group = (
+                dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            )
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._control_group)
+        return int(t.item())
+
+    # -- failures ---------------------------------------------------------------------------------------------
+
+    def report_failure(self, message: str) -> None:
+        elastic.report_failure(self._store, self.global_rank, message)
+
+    def failure_of_other_rank(self) -> tuple[int, str] | None:
+        return elastic.failure_of_other_rank(self._store, self.global_rank)
+
+    def abort(self) -> None:
+        launcher.mark_failed()
+        self._control_group = None
+        elastic.abort_process_group()
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         if not dist.is_initialized() or self.world_size == 1:

@@ -25,10 +25,12 @@ from savepoint.trainer.data import TrainData
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
 from savepoint.trainer.hooks import HookDispatch, _overrides
+from savepoint.trainer.interrupts import FitGuard
 from savepoint.trainer.metrics import MetricStore
 from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
 from savepoint.trainer.properties import TrainerProperties
+from savepoint.trainer.signals import split_signal_plugins
 
 
 class Trainer(TrainerProperties, HookDispatch):
@@ -79,6 +81,7 @@ class Trainer(TrainerProperties, HookDispatch):
             given.setdefault(key, default)
         self._cfg, rest = build_config(given)
         self._cfg.check_val_every_n_epoch = check_val_every_n_epoch
+        rest["plugins"], self._stop_signals, self._signal_plugin = split_signal_plugins(rest.get("plugins"))
         self._strategy = select_strategy(rest)
         self._logger_arg = rest.pop("logger", True)
         self._callbacks = self._assemble_callbacks(self._cfg.callbacks)
@@ -103,6 +106,8 @@ class Trainer(TrainerProperties, HookDispatch):
         self.validating = False
         self.ckpt_path: str | None = None
         self._in_fit = False
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._exception_save_allowed = True
 
     # -- construction helpers ----------------------------------------------------------------------------------
 
@@ -201,15 +206,28 @@ class Trainer(TrainerProperties, HookDispatch):
         self._strategy.setup_environment()
         self._in_fit = True
         failed = True
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._guard.install()  # SIGTERM/SIGINT only set a flag until fit returns (see `trainer/signals.py`)
         try:
             self._setup(model, datamodule, "fit")
             self._fit(train_dataloaders, val_dataloaders, ckpt_path)
             failed = False
         except BaseException as err:
-            self._call_callbacks("on_exception", err)
+            reported = self._guard.on_exception(err)
+            self._call_callbacks("on_exception", reported)
+            self._guard.after_exception(reported)
+            if reported is not err:
+                raise reported from None
             raise
         finally:
+            self._guard.close()
             self._teardown("fit", failed)
+
+    @property
+    def can_save_on_exception(self) -> bool:
+        """In ``on_exception``: whether the training state is consistent enough to save (False when the
+        exception interrupted an optimizer step, or under several processes, where a save could hang)."""
+        return self._exception_save_allowed
 
     def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
         self._model = model
@@ -248,6 +266,7 @@ class Trainer(TrainerProperties, HookDispatch):
         self._val_loaders = self._resolve_val_loaders(val_dataloaders)
         self._fit_loop = FitLoop(self)
         self._fit_loop.data = TrainData(train_loader, self._cfg.limit_train_batches)
+        self._guard.attach(self._fit_loop)
 
         resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
         self.ckpt_path = resolved
