@@ -59,6 +59,7 @@ class DDPStrategy(Strategy):
         self._num_nodes = 1
         self._device: torch.device | None = None
         self._store: Any = None
+        self._watchdog: elastic.FailureWatchdog | None = None
         self._control_group: Any = None
 
     def _configure_devices(self, devices: int, num_nodes: int, accelerator: str) -> None:
@@ -72,6 +73,7 @@ class DDPStrategy(Strategy):
     def setup_environment(self) -> None:
         if dist.is_available() and dist.is_initialized():
             self._set_device()
+            self._start_watchdog()
             return
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             if self._devices * self._num_nodes > 1:
@@ -87,6 +89,12 @@ class DDPStrategy(Strategy):
         backend = self._backend or ("nccl" if accelerator == "cuda" else "gloo")
         self._set_device()
         self._store = elastic.init_process_group(backend, self._timeout)
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        if self._store is not None and self._watchdog is None and self.world_size > 1:
+            self._watchdog = elastic.FailureWatchdog(self._store, self.global_rank)
+            self._watchdog.start()
 
     def _set_device(self) -> None:
         accelerator = self._accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -189,7 +197,15 @@ class DDPStrategy(Strategy):
         elastic.report_failure(self._store, self.global_rank, message)
 
     def failure_of_other_rank(self) -> tuple[int, str] | None:
+        if self._watchdog is not None:
+            self._watchdog.noticed.set()  # this thread reports it: the watchdog stands down
         return elastic.failure_of_other_rank(self._store, self.global_rank)
+
+    def teardown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        super().teardown()
 
     def abort(self) -> None:
         launcher.mark_failed()

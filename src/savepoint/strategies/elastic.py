@@ -4,13 +4,18 @@
   agent's, which outlives the workers). Keys left by the previous attempt (the gloo mesh addresses, a
   half-finished barrier) made restarted workers hang or fail to connect, so every key this run writes
   lives under a prefix naming the attempt (``TORCHELASTIC_RESTART_COUNT``).
-- Failures: a rank that fails records ``rank<TAB>error`` under `FAILED_KEY` before closing its process
-  group; a rank whose collective then breaks reads it to say which rank failed and why.
+- Failures: a rank that fails records ``rank<TAB>error`` under `FAILED_KEY`. Closing its process group
+  does not free peers blocked in a collective with it (gloo keeps the connections while the DDP module
+  holds the group), so each rank runs a `FailureWatchdog`: a thread that polls the key and, when another
+  rank failed and this rank's main thread did not notice within `GRACE_S` (it is stuck in a
+  collective), prints ``rank N failed`` and ends the process with exit code 1. A rank whose collective
+  breaks first reads the key itself and raises `RankFailedError` naming the failing rank.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from datetime import timedelta
 from typing import Any
@@ -80,3 +85,43 @@ def _destroy() -> None:
         dist.destroy_process_group()
     except Exception:
         pass
+
+
+class FailureWatchdog:
+    """Ends this process when another rank recorded a failure and the main thread is stuck."""
+
+    POLL_S = 0.5
+    GRACE_S = 3.0
+
+    def __init__(self, store: Any, rank: int) -> None:
+        self.store = store
+        self.rank = rank
+        self.noticed = threading.Event()  # the main thread is handling a failure itself
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="savepoint-failure-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(self.POLL_S * 4)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            try:
+                failed = self.store.check([FAILED_KEY])
+            except Exception:
+                return
+            if not failed:
+                continue
+            peer = failure_of_other_rank(self.store, self.rank)
+            if peer is None or self.noticed.wait(self.GRACE_S) or self._stop.is_set():
+                return
+            print(
+                f"savepoint: rank {peer[0]} failed ({peer[1]}); rank {self.rank} exits.",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
