@@ -17,9 +17,22 @@ DEFAULT_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignals:
-    """Stop training at the next consistent point on any of `signals` (besides SIGTERM and SIGINT)."""
+    """Stop training at the next consistent point on any of `signals` (besides SIGTERM and SIGINT).
 
-    def __init__(self, *signals: int | signal.Signals) -> None:
+    Under several processes the ranks agree on the stop with one all-reduce of an int per batch;
+    ``check_every_n_batches`` spaces those out (the stop then comes up to that many batches later).
+    """
+
+    def __init__(self, *signals: int | signal.Signals, check_every_n_batches: int = 1) -> None:
+        if (
+            isinstance(check_every_n_batches, bool)
+            or not isinstance(check_every_n_batches, int)
+            or check_every_n_batches < 1
+        ):
+            raise ValueError(
+                f"StopSignals(check_every_n_batches={check_every_n_batches!r}) must be an int >= 1."
+            )
+        self.check_every_n_batches = check_every_n_batches
         for s in signals:
             if isinstance(s, bool) or not isinstance(s, int) or s not in set(signal.valid_signals()):
                 raise ValueError(f"StopSignals({s!r}): not a signal number; pass e.g. signal.SIGUSR1.")
@@ -39,9 +52,14 @@ class StopSignals:
 class SLURMEnvironment(StopSignals):
     """SLURM: stop on `requeue_signal` (SIGUSR1 by default) and, with `auto_requeue`, requeue the job."""
 
-    def __init__(self, auto_requeue: bool = True, requeue_signal: int | signal.Signals | None = None) -> None:
+    def __init__(
+        self,
+        auto_requeue: bool = True,
+        requeue_signal: int | signal.Signals | None = None,
+        check_every_n_batches: int = 1,
+    ) -> None:
         requeue_signal = signal.SIGUSR1 if requeue_signal is None else requeue_signal
-        super().__init__(requeue_signal)
+        super().__init__(requeue_signal, check_every_n_batches=check_every_n_batches)
         self.auto_requeue = auto_requeue
         self.requeue_signal = signal.Signals(requeue_signal)
 

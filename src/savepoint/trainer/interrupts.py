@@ -34,7 +34,7 @@ class FitGuard:
         self.trainer = trainer
         self.watcher = SignalWatcher(signums)
         self.plugin = plugin
-        self.check_every = 1
+        self.check_every = getattr(plugin, "check_every_n_batches", 1)
 
     def install(self) -> None:
         self.watcher.install()

@@ -31,7 +31,9 @@ def test_flag_check_due_alone_only_reads_the_flag():
 @given(st.integers(0, 1000), st.integers(1, 10), st.integers(0, 64))
 def test_flag_check_due_under_ddp_does_not_depend_on_the_local_flag(batches, every, flag):
     # every rank must enter the collective at the same batches, whether or not it got a signal
-    assert preemption.flag_check_due(batches, every, 2, flag) == preemption.flag_check_due(batches, every, 2, 0)
+    assert preemption.flag_check_due(batches, every, 2, flag) == preemption.flag_check_due(
+        batches, every, 2, 0
+    )
 
 
 @pytest.mark.parametrize(
