@@ -12,6 +12,7 @@ the final weights equal an uninterrupted run's bit for bit.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -127,55 +128,66 @@ def _steps(progress: str) -> list[tuple[int, float]]:
         return [(int(s), float(t)) for s, t in (line.split() for line in f if line.strip())]
 
 
+def _reference(a: argparse.Namespace, root: str, ddp: bool, env: dict[str, str]) -> tuple[float, float]:
+    """The uninterrupted run: writes ROOT/ref.pt; returns (one save, one step) in seconds."""
+    cmd = _command(os.path.join(root, "ref"), os.path.join(root, "ref.pt"), os.path.join(root, "ref.progress"), a,
+                   ddp, True)  # fmt: skip
+    ref = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if ref.returncode != 0:
+        raise SystemExit(ref.stderr[-3000:])
+    times = [t for _, t in _steps(os.path.join(root, "ref.progress"))]
+    step_s = statistics.median(b - a_ for a_, b in itertools.pairwise(times))
+    return float(ref.stdout.split("SAVE_S ")[1].split()[0]), step_s
+
+
+def _preempt_once(proc: subprocess.Popen[str], progress: str, pid_file: str, wait_s: float) -> dict | None:
+    """SIGTERM to the process in `pid_file` once training runs; None when the run ended first."""
+    while len(_steps(progress)) < 2 and proc.poll() is None:  # training has started
+        time.sleep(0.01)
+    time.sleep(wait_s)
+    with open(pid_file) as f:
+        target = int(f.read())
+    t_signal = time.time()
+    os.kill(target, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=300)
+    t_exit = time.time()
+    if "STOP " not in stdout:
+        if proc.returncode == 0:
+            return None
+        raise SystemExit(f"a run ended without a stop (rc {proc.returncode}):\n{stderr[-3000:]}")
+    stop = json.loads(stdout.split("STOP ")[1].splitlines()[0])
+    done = max(s for s, _ in _steps(progress))
+    return {"lost": done - stop["step"], "commit": stop["t"] - t_signal, "exit": t_exit - t_signal}
+
+
 def run_series(a: argparse.Namespace, ddp: bool, preemptions: int, rng: random.Random) -> dict:
     root = tempfile.mkdtemp(prefix="savepoint-preempt-")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ref_out = os.path.join(root, "ref.pt")
-    ref = subprocess.run(_command(os.path.join(root, "ref"), ref_out, os.path.join(root, "ref.progress"), a, ddp,
-                                  True), capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
-    if ref.returncode != 0:
-        raise SystemExit(ref.stderr[-3000:])
-    save_s = float(ref.stdout.split("SAVE_S ")[1].split()[0])
-    ref_steps = _steps(os.path.join(root, "ref.progress"))
-    step_s = statistics.median(b[1] - a_[1] for a_, b in zip(ref_steps, ref_steps[1:]))
-    run_root = os.path.join(root, "run")
+    save_s, step_s = _reference(a, root, ddp, env)
+    run_root, out = os.path.join(root, "run"), os.path.join(root, "run.pt")
     os.makedirs(run_root, exist_ok=True)
-    lost, to_commit, to_exit, attempts = [], [], [], 0
-    out = os.path.join(root, "run.pt")
+    stops: list[dict] = []
+    attempts = 0
     while True:
         progress = os.path.join(root, f"run{attempts}.progress")
         proc = subprocess.Popen(_command(run_root, out, progress, a, ddp, False), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         attempts += 1
-        if len(lost) < preemptions:
-            while len(_steps(progress)) < 2 and proc.poll() is None:  # training has started
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0, 40 * step_s))
-            target = int(open(os.path.join(run_root, f"pid.rank{rng.randint(0, 1) if ddp else 0}")).read())
-            t_signal = time.time()
-            os.kill(target, signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=300)
-            t_exit = time.time()
-            if "STOP " not in stdout:
-                if proc.returncode == 0:  # finished before the signal landed
-                    break
-                raise SystemExit(
-                    f"attempt {attempts} ended without a stop (rc {proc.returncode}):\n{stderr[-3000:]}"
-                )
-            stop = json.loads(stdout.split("STOP ")[1].splitlines()[0])
-            done = max(s for s, _ in _steps(progress))
-            lost.append(done - stop["step"])
-            to_commit.append(stop["t"] - t_signal)
-            to_exit.append(t_exit - t_signal)
-            continue
-        stdout, stderr = proc.communicate(timeout=900)
+        if len(stops) < preemptions:
+            pid_file = os.path.join(run_root, f"pid.rank{rng.randint(0, 1) if ddp else 0}")  # either rank
+            stop = _preempt_once(proc, progress, pid_file, rng.uniform(0, 40 * step_s))
+            if stop is not None:
+                stops.append(stop)
+                continue
+            break
+        _, stderr = proc.communicate(timeout=900)
         if proc.returncode != 0:
             raise SystemExit(f"final attempt failed:\n{stderr[-3000:]}")
         break
-    expected, got = torch.load(ref_out), torch.load(out)
+    expected, got = torch.load(os.path.join(root, "ref.pt")), torch.load(out)
     equal = expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
-    return {"lost": lost, "commit": to_commit, "exit": to_exit, "save_s": save_s, "step_s": step_s,
-            "equal": equal, "attempts": attempts}  # fmt: skip
+    series = {key: [s[key] for s in stops] for key in ("lost", "commit", "exit")}
+    return {**series, "save_s": save_s, "step_s": step_s, "equal": equal, "attempts": attempts}
 
 
 def flag_check_cost(iterations: int = 2000) -> float:
