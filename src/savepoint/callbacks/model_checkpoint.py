@@ -22,6 +22,7 @@ import torch
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks.checkpoint import Checkpoint
+from savepoint.checkpoint.sharded import is_abandoned_candidate
 from savepoint.plugins.io._fs import get_fs, is_local
 from savepoint.trainer.preemption import Preempted
 
@@ -274,6 +275,8 @@ class ModelCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             fs, inner = get_fs(filepath)
             exists = bool(fs.exists(inner)) or (is_local(fs) and os.path.islink(inner))
+            # An uncommitted sharded folder is no checkpoint: its name is reused, never shifted to -v1.
+            exists = exists and not (is_local(fs) and is_abandoned_candidate(inner))
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(

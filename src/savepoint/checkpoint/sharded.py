@@ -20,6 +20,7 @@ import functools
 import io
 import os
 import pickle
+import shutil
 from typing import Any
 
 import torch
@@ -119,6 +120,38 @@ def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
 def is_partial_sharded(path: str | os.PathLike) -> bool:
     path = os.fspath(path)
     return os.path.isdir(path) and not os.path.isfile(os.path.join(path, COMMIT_FILE))
+
+
+def is_abandoned_candidate(path: str | os.PathLike) -> bool:
+    """A sharded folder that never got its commit marker: a ``*.ckpt`` folder without ``.metadata`` that holds
+    only what a sharded save writes (``meta.ckpt``, ``*.distcp``, their temporaries) or nothing."""
+    path = os.fspath(path)
+    if "://" in path or not path.endswith(".ckpt") or not os.path.isdir(path) or os.path.islink(path):
+        return False
+    names = os.listdir(path)
+    if COMMIT_FILE in names:
+        return False
+    return all(n == META_FILE or n.endswith(".distcp") or n.startswith(".") for n in names)
+
+
+def remove_abandoned(folder: str, older_than: float, keep: str | None = None) -> list[str]:
+    """Remove the uncommitted sharded folders in `folder` last written before `older_than` (the start of
+    this run: a save of this run is never among them, and a crashed one from before is certainly over).
+    Called by rank 0 at a sharded save into `folder`; returns what it removed."""
+    removed: list[str] = []
+    if "://" in folder or not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if path == keep or not is_abandoned_candidate(path):
+            continue
+        newest = max(
+            [os.path.getmtime(path)] + [os.path.getmtime(os.path.join(path, n)) for n in os.listdir(path)]
+        )
+        if newest < older_than:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def read_meta(path: str) -> dict[str, Any]:

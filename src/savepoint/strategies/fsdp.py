@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,13 @@ from torch import nn
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointWriteError
-from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE, SHARDED_KEYS, is_sharded_checkpoint
+from savepoint.checkpoint.sharded import (
+    COMMIT_FILE,
+    META_FILE,
+    SHARDED_KEYS,
+    is_sharded_checkpoint,
+    remove_abandoned,
+)
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.strategies.ddp import DDPStrategy
 
@@ -61,6 +68,7 @@ class FSDPStrategy(DDPStrategy):
         self.shard_modules = shard_modules
         self.reshard_after_forward = reshard_after_forward
         self._loaded_from_sharded: str | None = None
+        self._run_started = time.time()
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
@@ -77,6 +85,7 @@ class FSDPStrategy(DDPStrategy):
         from torch.distributed.fsdp import fully_shard
 
         self.trainer = trainer
+        self._run_started = time.time()
         model = self._model
         assert model is not None
         if self.state_dict_type == "sharded" and not self.checkpoint_io.supports_sharded:
@@ -182,6 +191,8 @@ class FSDPStrategy(DDPStrategy):
         error = None
         if self.is_global_zero:
             try:
+                # A crashed run's uncommitted folders: gone at the next save into the folder.
+                remove_abandoned(os.path.dirname(os.path.abspath(path)), self._run_started, keep=path)
                 os.makedirs(path, exist_ok=True)
                 commit = os.path.join(path, ".metadata")
                 with contextlib.suppress(FileNotFoundError):

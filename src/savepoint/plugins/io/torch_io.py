@@ -19,6 +19,7 @@ from savepoint.checkpoint.errors import (
     CheckpointWriteError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
+    interrupt_in,
 )
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
@@ -165,6 +166,9 @@ class TorchCheckpointIO(CheckpointIO):
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            interrupt = interrupt_in(err)
+            if interrupt is not None and interrupt is not err:
+                raise interrupt from None  # Ctrl-C in a write: the interrupt, not a write error
             if isinstance(err, Exception):
                 cause = _root_os_error(err)
                 hint = ""
@@ -207,6 +211,9 @@ class TorchCheckpointIO(CheckpointIO):
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(inner, buffer.getvalue())
         except Exception as err:
+            interrupt = interrupt_in(err)
+            if interrupt is not None:
+                raise interrupt from None
             raise CheckpointWriteError(
                 f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the object previously at "
                 f"that path, if any, is intact.",
