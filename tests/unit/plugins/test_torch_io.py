@@ -191,7 +191,9 @@ def test_torch_io_interrupt_during_a_write_surfaces_as_the_interrupt(tmp_path, m
             self.f.close()
 
     monkeypatch.setattr(
-        torch_io, "open", lambda *a, **k: InterruptedFile(builtins.open(*a, **k)), raising=False
+        torch_io,
+        "open",
+        lambda *a, **k: InterruptedFile(builtins.open(*a, **k)),  # noqa: SIM115, raising=False
     )
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"w": torch.ones(1000)}, str(path))
