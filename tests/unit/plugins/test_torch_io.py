@@ -190,11 +190,10 @@ def test_torch_io_interrupt_during_a_write_surfaces_as_the_interrupt(tmp_path, m
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(
-        torch_io,
-        "open",
-        lambda *a, **k: InterruptedFile(builtins.open(*a, **k)),  # noqa: SIM115, raising=False
-    )
+    def interrupted_open(*args, **kwargs):
+        return InterruptedFile(builtins.open(*args, **kwargs))
+
+    monkeypatch.setattr(torch_io, "open", interrupted_open, raising=False)
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"w": torch.ones(1000)}, str(path))
     monkeypatch.undo()
