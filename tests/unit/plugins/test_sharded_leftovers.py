@@ -8,7 +8,7 @@ import time
 import torch
 
 import savepoint as sp
-from savepoint.checkpoint.sharded import is_abandoned_candidate, remove_abandoned
+from savepoint.plugins.io.sharded import is_abandoned_candidate, remove_abandoned
 
 
 def _folder(path, *files, age_s: float = 0.0):
