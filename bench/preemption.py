@@ -148,7 +148,10 @@ def _preempt_once(proc: subprocess.Popen[str], progress: str, pid_file: str, wai
     with open(pid_file) as f:
         target = int(f.read())
     t_signal = time.time()
-    os.kill(target, signal.SIGTERM)
+    try:
+        os.kill(target, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # the run ended before the signal: no stop to count
     stdout, stderr = proc.communicate(timeout=300)
     t_exit = time.time()
     if "STOP " not in stdout:
@@ -175,7 +178,7 @@ def run_series(a: argparse.Namespace, ddp: bool, preemptions: int, rng: random.R
         attempts += 1
         if len(stops) < preemptions:
             pid_file = os.path.join(run_root, f"pid.rank{rng.randint(0, 1) if ddp else 0}")  # either rank
-            stop = _preempt_once(proc, progress, pid_file, rng.uniform(0, 40 * step_s))
+            stop = _preempt_once(proc, progress, pid_file, rng.uniform(0, 30 * step_s))
             if stop is not None:
                 stops.append(stop)
                 continue
