@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from savepoint.checkpoint.resume import capture_rng, restore_rng
+from savepoint.trainer import logger_connector
 from savepoint.trainer.data import TrainData, first_tensor_len
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class FitLoop:
         state["metrics"] = trainer._metrics.state_dict()
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
+        state["loggers"] = logger_connector.states(trainer)  # where each log stood at this save point
         if self.pos.accumulated > 0:
             module = trainer.training_module
             state["accumulated_grads"] = {

@@ -24,7 +24,7 @@ class TrainerProperties:
     _strategy: Strategy
     _model: TrainingModule | None
     _datamodule: DataModule | None
-    _logger: Logger | None
+    _loggers: list[Logger]
     _optimizers: list[torch.optim.Optimizer]
     _scheduler_configs: list[LRSchedulerConfig]
     _cfg: Any
@@ -115,17 +115,28 @@ class TrainerProperties:
 
     @property
     def logger(self) -> Logger | None:
-        return self._logger
+        """The first logger (``None`` without loggers)."""
+        return self._loggers[0] if self._loggers else None
+
+    @logger.setter
+    def logger(self, logger: Logger | None) -> None:
+        self._loggers = [] if logger is None else [logger]
 
     @property
     def loggers(self) -> list[Logger]:
-        return [self._logger] if self._logger is not None else []
+        """Every logger of the run, in the order given to ``Trainer(logger=[...])``."""
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers: list[Logger] | None) -> None:
+        self._loggers = list(loggers or [])
 
     @property
     def log_dir(self) -> str | None:
-        if self._logger is None:
+        """The first logger's folder (``default_root_dir`` without loggers)."""
+        if not self._loggers:
             return self.default_root_dir
-        return self._logger.log_dir
+        return self._loggers[0].log_dir
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
