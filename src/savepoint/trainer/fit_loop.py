@@ -134,6 +134,16 @@ class FitLoop:
             return True
         return bool(t.should_stop and self.pos.epoch >= cfg.min_epochs and self.pos.phase == "epoch_start")
 
+    def stop_reason(self) -> str:
+        """Why the loop ended, when nobody said (``trainer.stop_reason`` is set by whoever stops it)."""
+        t = self.trainer
+        cfg = t._cfg
+        if cfg.max_steps != -1 and t.global_step >= cfg.max_steps:
+            return f"`max_steps={cfg.max_steps}` reached"
+        if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs:
+            return f"`max_epochs={cfg.max_epochs}` reached"
+        return "`trainer.should_stop` was set"
+
     def run(self, resuming: bool) -> None:
         t = self.trainer
         self._t_start = time.monotonic()

@@ -8,6 +8,7 @@ import torch
 
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
+from savepoint.trainer.evaluation import _limit
 
 if TYPE_CHECKING:
     from savepoint.datamodule import DataModule
@@ -31,6 +32,7 @@ class TrainerProperties:
     _metrics: Any
     _fit_loop: Any
     _precision: Any
+    _val_loaders: list[Any]
 
     # -- properties --------------------------------------------------------------------------------------------
 
@@ -55,9 +57,9 @@ class TrainerProperties:
 
     @property
     def progress_bar_callback(self) -> Callback | None:
-        from savepoint.callbacks.progress import RichProgressBar
+        from savepoint.callbacks.progress import ProgressBar
 
-        return next((cb for cb in self._callbacks if isinstance(cb, RichProgressBar)), None)
+        return next((cb for cb in self._callbacks if isinstance(cb, ProgressBar)), None)
 
     @property
     def strategy(self) -> Strategy:
@@ -173,6 +175,17 @@ class TrainerProperties:
     @property
     def num_training_batches(self) -> int | float:
         return self._fit_loop.data.num_batches if self._fit_loop.data is not None else 0
+
+    @property
+    def num_val_batches(self) -> list[int | float]:
+        """Validation batches per dataloader (after ``limit_val_batches``)."""
+        return [_limit(loader, self._cfg.limit_val_batches) for loader in self._val_loaders]
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        """Batches per dataloader the sanity check runs (``num_sanity_val_steps`` at most)."""
+        steps = self._cfg.num_sanity_val_steps
+        return [n if steps == -1 else min(n, steps) for n in self.num_val_batches]
 
     @property
     def precision(self) -> str:

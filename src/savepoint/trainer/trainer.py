@@ -4,6 +4,7 @@ in `fit_loop`, `checkpointing` and the strategy."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -98,6 +99,9 @@ class Trainer(TrainerProperties, HookDispatch):
         self._restored_step: int | None = None
         self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
         self.should_stop = False
+        # Why fit stopped, in a few words ("`max_epochs=10` reached"): whoever stops a fit (EarlyStopping,
+        # max_time, a preemption signal) sets it with should_stop; fit fills it in when it runs out.
+        self.stop_reason: str | None = None
         self.sanity_checking = False
         self.training = False
         self.validating = False
@@ -108,7 +112,7 @@ class Trainer(TrainerProperties, HookDispatch):
 
     def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         from savepoint.callbacks.model_checkpoint import ModelCheckpoint
-        from savepoint.callbacks.progress import RichProgressBar
+        from savepoint.callbacks.progress import ProgressBar, RichProgressBar
 
         has_checkpoint = any(isinstance(cb, Checkpoint) for cb in callbacks)
         if not self._cfg.enable_checkpointing and has_checkpoint:
@@ -120,7 +124,7 @@ class Trainer(TrainerProperties, HookDispatch):
         out = list(callbacks)
         if self._cfg.enable_checkpointing and not has_checkpoint:
             out.append(ModelCheckpoint())
-        if self._cfg.enable_progress_bar and not any(isinstance(cb, RichProgressBar) for cb in out):
+        if self._cfg.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in out):
             out.append(RichProgressBar())
         # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
         return [cb for cb in out if not isinstance(cb, Checkpoint)] + [
@@ -219,6 +223,7 @@ class Trainer(TrainerProperties, HookDispatch):
         strategy = self._strategy
         model = self.training_module
         self.should_stop = False
+        self.stop_reason = None
         self._validation_has_run = False
         self._restored_step = None
         strategy.setup(self)
@@ -279,12 +284,22 @@ class Trainer(TrainerProperties, HookDispatch):
         self.training = True
         model.train()
         self._call("on_train_start")
+        trained = not self._fit_loop.done()
         try:
             self._fit_loop.run(resuming=resolved is not None)
         finally:
             self.training = False
         self._call("on_train_end")
+        if trained:
+            self._report_stop()
         self._call("on_fit_end")
+
+    def _report_stop(self) -> None:
+        """One line saying why fit ended (after the bar has stopped, so it lands below it)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._fit_loop.stop_reason()
+        if self.is_global_zero:
+            print(f"`Trainer.fit` stopped: {self.stop_reason}.", file=sys.stderr, flush=True)
 
     def _resolve_val_loaders(self, val_dataloaders: Any) -> list[Any]:
         loaders = val_dataloaders
