@@ -104,8 +104,14 @@ class RichProgressBar(ProgressBar):
         if not console.is_terminal:
             self._plain = PlainLines(console.file, self._plain_interval_s)
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.progress import TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[progress.description]{task.description}"),
