@@ -188,6 +188,27 @@ class TrainerProperties:
         return [n if steps == -1 else min(n, steps) for n in self.num_val_batches]
 
     @property
+    def log_every_n_steps(self) -> int:
+        return self._cfg.log_every_n_steps
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self._cfg.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        # Set by GradientAccumulationScheduler at epoch starts; read by the loop at every batch.
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"accumulate_grad_batches={value!r} must be an int >= 1.")
+        self._cfg.accumulate_grad_batches = value
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The training dataloader of the current fit (``None`` before fit)."""
+        data = self._fit_loop.data
+        return data.loader if data is not None else None
+
+    @property
     def precision(self) -> str:
         return self._cfg.precision
 

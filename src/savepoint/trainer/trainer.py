@@ -112,6 +112,7 @@ class Trainer(TrainerProperties, HookDispatch):
 
     def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         from savepoint.callbacks.model_checkpoint import ModelCheckpoint
+        from savepoint.callbacks.model_summary import ModelSummary
         from savepoint.callbacks.progress import ProgressBar, RichProgressBar
 
         has_checkpoint = any(isinstance(cb, Checkpoint) for cb in callbacks)
@@ -126,6 +127,8 @@ class Trainer(TrainerProperties, HookDispatch):
             out.append(ModelCheckpoint())
         if self._cfg.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in out):
             out.append(RichProgressBar())
+        if self._cfg.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in out):
+            out.append(ModelSummary())
         # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
         return [cb for cb in out if not isinstance(cb, Checkpoint)] + [
             cb for cb in out if isinstance(cb, Checkpoint)
@@ -267,6 +270,9 @@ class Trainer(TrainerProperties, HookDispatch):
         if not self._optimizers:
             raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
         self._optimizers = strategy.setup_optimizers(self._optimizers)
+        # As Lightning: on_fit_start runs before optimizer and loop states are restored, so a callback can
+        # reshape the optimizers first (fine-tuning adds back the parameter groups it had added).
+        self._call("on_fit_start")
         if checkpoint is not None:
             checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
             self._restored_step = self.global_step
@@ -278,7 +284,6 @@ class Trainer(TrainerProperties, HookDispatch):
                     f"so there is nothing to train. Raise max_epochs or max_steps to train further."
                 )
 
-        self._call("on_fit_start")
         if not self._fit_loop.done():
             self._sanity_check()
         self.training = True
