@@ -7,8 +7,9 @@
     ...
     182       Trainable params
 
-The FLOPs and In/Out sizes columns appear when the module sets ``example_input_array``: one forward
-pass on it, in eval mode and without gradients, is counted and recorded.
+The FLOPs (0 without an example) and In/Out sizes come from the module's ``example_input_array``: one
+forward pass on it, in eval mode and without gradients, is counted and recorded. The text is the same,
+to the space, as Lightning's.
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ class Summary:
         submodules = [m for n, m in model.named_modules() if n]
         self.training_modules = sum(m.training for m in submodules)
         self.total_modules = len(submodules)
-        self.total_flops: int | None = None
+        self.total_flops = 0
+        self.has_example = False
         example = getattr(model, "example_input_array", None)
         if example is not None:
+            self.has_example = True
             self._forward_example(dict(named), example)
 
     def _forward_example(self, modules: dict[str, nn.Module], example: Any) -> None:
@@ -95,7 +98,7 @@ class Summary:
 
         for name, module in modules.items():
             hooks.append(module.register_forward_hook(record(name)))
-        was_training = self.model.training
+        modes = {m: m.training for m in self.model.modules()}  # restored one by one: a mix survives
         self.model.eval()
         counter = FlopCounterMode(display=False)
         try:
@@ -109,7 +112,8 @@ class Summary:
         finally:
             for h in hooks:
                 h.remove()
-            self.model.train(was_training)
+            for module, training in modes.items():
+                module.training = training
         by_module = counter.get_flop_counts()
         self.total_flops = int(sum(by_module.get("Global", {}).values()))
         root = type(self.model).__name__
@@ -117,16 +121,16 @@ class Summary:
             row.flops = int(sum(by_module.get(f"{root}.{row.name}", {}).values()))
 
     def table(self) -> tuple[list[str], list[list[str]]]:
-        header = ["", "Name", "Type", "Params", "Mode"]
-        with_example = self.total_flops is not None
+        header = ["", "Name", "Type", "Params", "Mode", "FLOPs"]
+        with_example = self.has_example
         if with_example:
-            header += ["FLOPs", "In sizes", "Out sizes"]
+            header += ["In sizes", "Out sizes"]
         rows = []
         for i, row in enumerate(self.layers):
             cells = [str(i), row.name, row.type, get_human_readable_count(row.params)]
-            cells.append("train" if row.training else "eval")
+            cells += ["train" if row.training else "eval", get_human_readable_count(row.flops or 0)]
             if with_example:
-                cells += [get_human_readable_count(row.flops or 0), str(row.in_size), str(row.out_size)]
+                cells += [str(row.in_size), str(row.out_size)]
             rows.append(cells)
         return header, rows
 
@@ -142,15 +146,14 @@ class Summary:
             (str(self.training_modules), "Modules in train mode"),
             (str(self.total_modules - self.training_modules), "Modules in eval mode"),
         ]
-        if self.total_flops is not None:
-            out.append((get_human_readable_count(self.total_flops), "Total Flops"))
+        out.append((get_human_readable_count(self.total_flops), "Total Flops"))
         return out
 
     def __str__(self) -> str:
         header, rows = self.table()
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-        text = [line(header), "-" * (sum(widths) + 3 * (len(widths) - 1))]
+        line = lambda cells: " | ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+        text = [line(header), "-" * (sum(widths) + 3 * (len(widths) + 1))]  # Lightning's widths, to the space
         text += [line(r) for r in rows]
         text.append(text[1])
         text += [f"{value:<10}{label}" for value, label in self.totals()]
