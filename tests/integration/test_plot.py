@@ -52,7 +52,7 @@ def test_plot_reads_tensorboard_event_files_when_there_is_no_csv(tmp_path):
     series = read_metrics(trainer.log_dir)
     assert [s for s, _ in series["val_loss"]] == [8, 16, 24, 32]
     assert main(["plot", trainer.log_dir, "--metrics", "val_loss", "-o", str(tmp_path / "val.png")]) == 0
-    width, height = png_size(tmp_path / "val.png")
+    width, _ = png_size(tmp_path / "val.png")
     assert width < 800  # one panel (two would be about 1400 wide)
 
 
