@@ -72,14 +72,14 @@ class PlainLines:
         print(text, file=self.stream or sys.stderr, flush=True)
         self._last_line = time.monotonic()
 
-    def maybe_line(self, description: str, done: int, metrics: dict[str, Any]) -> None:
-        """A line at the next 10% boundary, when the last line is ``interval_s`` old (long epochs only)."""
+    def due(self, done: int) -> bool:
+        """Whether a line is due at `done` batches: at the next 10% boundary, when the last line is
+        ``interval_s`` old (long epochs only). Cheap: called at every batch."""
         total = self._total
         if not total or total == float("inf") or done >= total or done * 10 < self._next_tenth * total:
-            return
+            return False
         self._next_tenth = int(done * 10 // total) + 1
-        if time.monotonic() - self._last_line >= self.interval_s:
-            self.line(description, done, metrics)
+        return time.monotonic() - self._last_line >= self.interval_s
 
 
 class ProgressBar(Callback):

@@ -179,9 +179,10 @@ class RichProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._plain is not None:
-            self._plain.maybe_line(
-                epoch_description(trainer), batch_idx + 1, self.get_metrics(trainer, pl_module)
-            )
+            if self._plain.due(batch_idx + 1):
+                self._plain.line(
+                    epoch_description(trainer), batch_idx + 1, self.get_metrics(trainer, pl_module)
+                )
             return
         if self.progress is None or self.train_progress_bar_id is None:
             return

@@ -119,8 +119,8 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = batch_idx + 1
-        if self._plain is not None:
-            self._plain.maybe_line(epoch_description(trainer), n, self.get_metrics(trainer, pl_module))
+        if self._plain is not None and self._plain.due(n):
+            self._plain.line(epoch_description(trainer), n, self.get_metrics(trainer, pl_module))
         bar = self.train_progress_bar
         if bar is not None and (n % self._refresh_rate == 0 or n == bar.total):
             bar.n = n
