@@ -8,12 +8,14 @@ from savepoint.checkpoint.errors import (
     CheckpointWriteError,
     CorruptCheckpointError,
     NotACheckpointError,
+    OversizedCheckpointError,
     StateMismatchError,
     UnsafeCheckpointError,
     WeightsOnlyCheckpointError,
 )
 from savepoint.checkpoint.verify import verify
 from savepoint.datamodule import DataModule
+from savepoint.hparams import register_hparams_class
 from savepoint.module import TrainingModule
 from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
@@ -39,6 +41,7 @@ __all__ = [
     "LightningModule",
     "ModelCheckpoint",
     "NotACheckpointError",
+    "OversizedCheckpointError",
     "SingleDeviceStrategy",
     "StateMismatchError",
     "Strategy",
@@ -48,5 +51,6 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsOnlyCheckpointError",
     "__version__",
+    "register_hparams_class",
     "verify",
 ]

@@ -43,4 +43,8 @@ class CheckpointWriteError(CheckpointError, OSError):
 
 
 class FormatVersionError(CheckpointError):
-    """The checkpoint was written by a newer format than this version of savepoint can read."""
+    """The checkpoint's format version is one this savepoint cannot read: newer, or not a valid version."""
+
+
+class OversizedCheckpointError(CheckpointError):
+    """A record would inflate past a configured limit (a decompression bomb); refused before inflating."""
