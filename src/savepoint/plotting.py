@@ -2,7 +2,7 @@
 
 For people without TensorBoard at hand. Metrics come from the run's ``metrics.csv`` (`CSVLogger`) or,
 failing that, its TensorBoard event files; save points from the checkpoints in ``RUN_DIR/checkpoints``
-(each file's ``global_step``, read with ``torch.load(mmap=True, weights_only=True)``), the best one
+(each file's ``global_step``, read through `TorchCheckpointIO`, weights-only), the best one
 (ModelCheckpoint's ``best_model_path``) drawn in another colour. Needs matplotlib
 (``pip install 'savepoint[plot]'``).
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import math
 import os
 import sys
 from typing import Any
 
-import torch
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 SKIPPED = ("epoch", "hp_metric")
 
@@ -34,7 +33,7 @@ def read_metrics(run_dir: str) -> dict[str, list[tuple[int, float]]]:
                     if name != "step" and value not in ("", None):
                         series.setdefault(name, []).append((step, float(value)))
         return series
-    if not glob.glob(os.path.join(run_dir, "*tfevents*")):
+    if not any("tfevents" in name for name in os.listdir(run_dir)):
         return series
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -54,10 +53,14 @@ def read_save_points(run_dir: str) -> tuple[list[int], int | None, str | None]:
     """(global steps of the checkpoints in ``run_dir/checkpoints``, the best one's step, its monitor)."""
     steps: dict[str, int] = {}
     best_path, monitor, newest = None, None, -1
-    for path in sorted(glob.glob(os.path.join(run_dir, "checkpoints", "*.ckpt"))):
+    io = TorchCheckpointIO()
+    for entry in io.list_checkpoints(os.path.join(run_dir, "checkpoints")):
+        path = entry.path
+        if entry.is_dir:  # a sharded folder: its step is not worth assembling it
+            continue
         try:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except Exception:
+            ckpt = io.load_checkpoint(path, map_location="cpu")
+        except Exception:  # a file that does not load is simply not drawn
             continue
         step = int(ckpt.get("global_step", 0))
         steps[os.path.realpath(path)] = step
