@@ -114,6 +114,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="savepoint-loop-")
     hand_written(200)  # warm up
     with_trainer(200, False, root)
+    with_trainer(200, True, root)  # one-time costs (importing tensorboard) are not per-step costs
     # Interleaved, so a busy moment of the machine hits every variant alike; medians.
     hand, bare, full = [], [], []
     for _ in range(a.repeat):
