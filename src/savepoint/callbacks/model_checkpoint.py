@@ -322,9 +322,13 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
+        self._wrote = False
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
         self._last_global_step_saved = trainer.global_step
+        if self._wrote and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _candidates(self) -> list[policy.Candidate]:
         return [
@@ -403,6 +407,7 @@ class ModelCheckpoint(Checkpoint):
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._wrote = True
         finally:
             self._pending = None
 

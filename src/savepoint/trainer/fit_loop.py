@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from savepoint.checkpoint.resume import capture_rng, restore_rng
-from savepoint.trainer import preemption
+from savepoint.trainer import logger_connector, preemption
 from savepoint.trainer.data import TrainData, first_tensor_len
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class FitLoop:
         state["metrics"] = trainer._metrics.state_dict()
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
+        state["loggers"] = logger_connector.states(trainer)  # where each log stood at this save point
         if self.pos.accumulated > 0:
             module = trainer.training_module
             state["accumulated_grads"] = {
@@ -140,6 +141,16 @@ class FitLoop:
         if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs and self.pos.phase == "epoch_start":
             return True
         return bool(t.should_stop and self.pos.epoch >= cfg.min_epochs and self.pos.phase == "epoch_start")
+
+    def stop_reason(self) -> str:
+        """Why the loop ended, when nobody said (``trainer.stop_reason`` is set by whoever stops it)."""
+        t = self.trainer
+        cfg = t._cfg
+        if cfg.max_steps != -1 and t.global_step >= cfg.max_steps:
+            return f"`max_steps={cfg.max_steps}` reached"
+        if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs:
+            return f"`max_epochs={cfg.max_epochs}` reached"
+        return "`trainer.should_stop` was set"
 
     def run(self, resuming: bool) -> None:
         t = self.trainer
