@@ -25,7 +25,6 @@ from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
-from savepoint.plugins.io.sharded import is_abandoned_candidate
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.trainer.preemption import Preempted
 
@@ -281,9 +280,9 @@ class ModelCheckpoint(Checkpoint):
         """Is the name taken? Rank 0 asks the CheckpointIO; every rank gets its answer."""
         exists = False
         if trainer.is_global_zero:
+            # The IO's answer: an uncommitted sharded folder is no checkpoint, so its name is reused, never
+            # shifted to -v1.
             exists = trainer.strategy.checkpoint_io.exists(filepath)
-            # An uncommitted sharded folder is no checkpoint: its name is reused, never shifted to -v1.
-            exists = exists and not is_abandoned_candidate(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(

@@ -316,8 +316,8 @@ def _resolve_last(trainer: Trainer) -> str | None:
     if path.startswith("!"):
         raise CheckpointNotFoundError(
             f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-            f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): no candidate can be "
-            f"resumed from (each was skipped with a warning); the newest was {path[1:]!r}. Repair or remove the "
+            f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): every candidate failed to "
+            f"load or cannot be resumed from (each was skipped with a warning); the newest was {path[1:]!r}. Repair or remove the "
             f"files, or pass the path of a checkpoint.",
             trainer.default_root_dir,
         )

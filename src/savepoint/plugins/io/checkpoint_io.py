@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from savepoint.plugins.io import _fs
+from savepoint.plugins.io.sharded import is_abandoned_candidate
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,9 @@ class CheckpointIO(ABC):
     # -- path questions (defaults: the path itself, through fsspec) --------------------------------------------
 
     def exists(self, path: str) -> bool:
-        """Is a checkpoint (or anything) stored under the name `path`?"""
-        return _fs.exists(path)
+        """Is the name `path` taken? Anything there counts (a dangling symlink too), except a sharded folder
+        that never got its commit marker: an abandoned save, whose name the next save reuses."""
+        return _fs.exists(path) and not is_abandoned_candidate(path)
 
     def list_checkpoints(self, dirpath: str) -> list[CheckpointEntry]:
         """The checkpoints directly under folder `dirpath` (none when it does not exist), in no order.
