@@ -110,8 +110,31 @@ def _stateful(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
 
 
-def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int = 0) -> Any:
-    """Replace a default sampler with a `DistributedSampler` (shuffling when the original did)."""
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """Every sample once over all ranks: rank r takes indices r, r + world_size, ... (ranks may differ by one
+    sample; `DistributedSampler` pads with duplicates instead, which would count them twice in test metrics)."""
+
+    def __init__(
+        self, dataset: Any, num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        else:
+            indices = list(range(len(self.dataset)))  # type: ignore[arg-type]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+def add_distributed_sampler(
+    loader: Any, num_replicas: int, rank: int, seed: int = 0, unrepeated: bool = False
+) -> Any:
+    """Replace a default sampler with a `DistributedSampler` (shuffling when the original did); with
+    `unrepeated`, one that gives every sample exactly once (test and predict)."""
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
         return loader
     sampler = loader.sampler
@@ -121,6 +144,12 @@ def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         return loader
     shuffle = isinstance(sampler, RandomSampler)
+    if unrepeated:
+        unrepeated_sampler = UnrepeatedDistributedSampler(loader.dataset, num_replicas, rank, shuffle, seed)
+        rebuilt = _rebuild(
+            loader, batch_size=loader.batch_size, sampler=unrepeated_sampler, drop_last=loader.drop_last
+        )
+        return rebuilt if rebuilt is not None else loader
     dist_sampler = DistributedSampler(
         loader.dataset,
         num_replicas=num_replicas,
@@ -131,6 +160,20 @@ def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int
     )
     rebuilt = _rebuild(loader, batch_size=loader.batch_size, sampler=dist_sampler, drop_last=loader.drop_last)
     return rebuilt if rebuilt is not None else loader
+
+
+def sequential_loader(loader: Any) -> Any:
+    """`loader` without shuffling (``overfit_batches``: the same first batches every epoch, as Lightning)."""
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler):
+        rebuilt = _rebuild(loader, batch_size=loader.batch_size, shuffle=False, drop_last=loader.drop_last)
+        if rebuilt is not None:
+            warnings.warn(
+                "Trainer(overfit_batches=...) replaces the training data's shuffling sampler with a sequential one.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return rebuilt
+    return loader
 
 
 class TrainData:
