@@ -18,6 +18,7 @@ from savepoint.module import TrainingModule
 from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from savepoint.trainer.trainer import Trainer
+from savepoint.utilities.seed import seed_everything
 
 LightningModule = TrainingModule
 LightningDataModule = DataModule
@@ -48,5 +49,6 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsOnlyCheckpointError",
     "__version__",
+    "seed_everything",
     "verify",
 ]

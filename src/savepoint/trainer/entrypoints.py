@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+from torch.utils.data import DataLoader
 
 from savepoint.datamodule import DataModule
 from savepoint.module import TrainingModule
@@ -17,6 +20,7 @@ from savepoint.trainer.hooks import _overrides
 from savepoint.trainer.precision import Precision
 from savepoint.trainer.prediction import PredictLoop
 from savepoint.trainer.states import RunningStage, TrainerFn, TrainerStatus
+from savepoint.utilities.seed import seeds_workers, worker_init_function
 
 
 def _as_list(loaders: Any) -> list[Any]:
@@ -200,6 +204,10 @@ class EvaluationEntryPoints:
         return [self._process_loader(loader, evaluation=True) for loader in loaders]
 
     def _process_loader(self, loader: Any, evaluation: bool = False) -> Any:
+        """A loader as the Trainer runs it: seeded workers (``seed_everything(workers=True)``), and the
+        strategy's distributed sampler unless ``use_distributed_sampler=False``."""
+        if seeds_workers() and isinstance(loader, DataLoader) and loader.worker_init_fn is None:
+            loader.worker_init_fn = functools.partial(worker_init_function, rank=self.global_rank)
         if not self._cfg.use_distributed_sampler:
             return loader
         return self._strategy.process_dataloader(loader, evaluation=evaluation)

@@ -36,6 +36,7 @@ from savepoint.trainer.precision import Precision
 from savepoint.trainer.prediction import PredictLoop
 from savepoint.trainer.properties import TrainerProperties
 from savepoint.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from savepoint.utilities.rank_zero import rank_zero_only
 
 
 class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOptimization):
@@ -246,6 +247,7 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
             self._teardown("fit", failed)
 
     def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
+        rank_zero_only.rank = self.global_rank  # type: ignore[attr-defined]
         self._model = model
         self._hook_cache = {}
         model.trainer = self
