@@ -22,7 +22,7 @@ def test_wikitext2_items_match_lightning(tmp_path):
 
 
 def test_wikitext2_missing_file_says_where_to_put_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="wikitext-2.txt") as info:
+    with pytest.raises(FileNotFoundError, match=r"wikitext-2\.txt") as info:
         WikiText2(data_dir=tmp_path / "data")
     assert str(tmp_path / "data" / "wikitext-2.txt") in str(info.value)
     assert "never downloads" in str(info.value)
