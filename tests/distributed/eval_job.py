@@ -60,7 +60,15 @@ def main() -> None:
     model = Doubler()
     results = trainer.test(model, dataloaders=DataLoader(data, batch_size=4), verbose=False)
     returned = trainer.predict(model, dataloaders=DataLoader(data, batch_size=4))
-    torch.save({"test": results, "returned": returned}, f"{out}/result.rank{trainer.global_rank}")
+    plain = sp.Trainer(
+        strategy="ddp", accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        use_distributed_sampler=False,
+    )  # fmt: skip
+    everything = plain.predict(model, dataloaders=DataLoader(data, batch_size=4))
+    torch.save(
+        {"test": results, "returned": returned, "unsampled": everything},
+        f"{out}/result.rank{trainer.global_rank}",
+    )
 
 
 if __name__ == "__main__":

@@ -56,3 +56,9 @@ def test_ddp_predict_returns_this_ranks_predictions(ddp_eval):
         for r in (0, 1)
     ]
     assert sizes == [11, 10]
+
+
+def test_ddp_without_distributed_sampler_gives_each_rank_all_the_data(ddp_eval):
+    for rank in (0, 1):
+        unsampled = torch.load(ddp_eval / f"result.rank{rank}", weights_only=False)["unsampled"]
+        assert torch.equal(torch.cat(unsampled).squeeze(1), 2.0 * torch.arange(21, dtype=torch.float32))

@@ -254,3 +254,26 @@ def test_trainer_rejects_bad_values_in_the_constructor(kwargs, match):
 def test_trainer_unknown_argument_suggests_the_close_one():
     with pytest.raises(TypeError, match="Did you mean 'limit_predict_batches'"):
         sp.Trainer(limit_predict_batch=2)
+
+
+def test_benchmark_sets_cudnn_benchmark(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    sp.Trainer(benchmark=True)
+    assert torch.backends.cudnn.benchmark is True
+    sp.Trainer()  # None leaves the setting alone, as Lightning does when not deterministic
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_sync_batchnorm_on_one_process_leaves_batchnorm_alone(tmp_path):
+    class WithBN(TinyModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 2)
+            )
+
+    model = WithBN()
+    quiet_trainer(
+        default_root_dir=tmp_path, logger=False, enable_checkpointing=False, sync_batchnorm=True, max_steps=1
+    ).fit(model, loaders()[0])
+    assert type(model.net[1]) is torch.nn.BatchNorm1d
