@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from savepoint.trainer.data import _rebuild, move_to_device
+from savepoint.strategies.data import move_to_device, rebuild_loader
 from savepoint.trainer.evaluation import batch_limit, no_grad_context
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _recording(loader: Any) -> tuple[Any, _IndexRecorder | None]:
         and loader.batch_sampler is not None
     ):
         recorder = _IndexRecorder(loader.batch_sampler)
-        rebuilt = _rebuild(loader, batch_sampler=recorder)
+        rebuilt = rebuild_loader(loader, batch_sampler=recorder)
         if rebuilt is not None:
             return rebuilt, recorder
     return loader, None

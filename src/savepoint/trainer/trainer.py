@@ -188,6 +188,16 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
     def _train_elapsed_s(self) -> float:
         return self._fit_loop.elapsed_s()
 
+    @property
+    def enable_validation(self) -> bool:
+        """Whether validation runs during ``fit``: validation data, ``validation_step`` and ``limit_val_batches``."""
+        return self._validation_will_run()
+
+    @property
+    def train_elapsed_s(self) -> float:
+        """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
+        return self._train_elapsed_s()
+
     def _checkpoint_io_is_local_torch(self, path: str) -> bool:
         io = self._strategy.checkpoint_io
         if isinstance(io, AsyncCheckpointIO):
