@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from savepoint.callbacks.callback import Callback
-from savepoint.trainer.config import parse_max_time
+from savepoint.utilities.durations import parse_max_time
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +15,7 @@ from savepoint.callbacks.callback import Callback
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.strategies.strategy import SingleDeviceStrategy, Strategy
 from savepoint.trainer.precision import normalize_precision
+from savepoint.utilities.durations import parse_max_time
 
 TRAINER_ARGS = (
     "accelerator",
@@ -239,25 +239,6 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     _check_int("log_every_n_steps", cfg.log_every_n_steps, 1)
     _surface_args(cfg, kw)
     return cfg, kw
-
-
-def parse_max_time(value: Any) -> timedelta | None:
-    """``"DD:HH:MM:SS"``, a dict of ``timedelta`` arguments, or a ``timedelta`` (as Lightning's ``max_time``)."""
-    if value is None or isinstance(value, timedelta):
-        return value
-    if isinstance(value, dict):
-        try:
-            return timedelta(**value)
-        except TypeError as err:
-            raise ValueError(
-                f"Trainer(max_time={value!r}): {err}; use timedelta keywords (days=, hours=...)."
-            ) from None
-    if isinstance(value, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value):
-        days, hours, minutes, seconds = (int(x) for x in value.split(":"))
-        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    raise ValueError(
-        f"Trainer(max_time={value!r}) must be a 'DD:HH:MM:SS' string, a dict like {{'hours': 1}} or a timedelta."
-    )
 
 
 def _check_bool(name: str, value: Any) -> bool:
