@@ -277,3 +277,18 @@ def test_sync_batchnorm_on_one_process_leaves_batchnorm_alone(tmp_path):
         default_root_dir=tmp_path, logger=False, enable_checkpointing=False, sync_batchnorm=True, max_steps=1
     ).fit(model, loaders()[0])
     assert type(model.net[1]) is torch.nn.BatchNorm1d
+
+
+def test_max_time_spent_before_the_resume_counts(tmp_path):
+    train, _ = loaders()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4)
+    quiet_trainer(
+        default_root_dir=tmp_path, logger=False, max_epochs=1, max_time="00:01:00:00", callbacks=[checkpoint]
+    ).fit(TinyModel(), train)
+    saved = torch.load(checkpoint.best_model_path, weights_only=True)
+    assert saved["callbacks"]["Timer"]["time_elapsed"]["train"] > 0
+    saved["callbacks"]["Timer"]["time_elapsed"]["train"] = 3600.0  # as if the first run had used the hour
+    torch.save(saved, tmp_path / "spent.ckpt")
+    trainer = quiet_trainer(default_root_dir=tmp_path, logger=False, max_epochs=3, max_time="00:01:00:00")
+    trainer.fit(TinyModel(), train, ckpt_path=tmp_path / "spent.ckpt")
+    assert trainer.global_step == saved["global_step"]  # the budget was spent: no further step
