@@ -164,34 +164,43 @@ class MetricStore:
         if sync and in_train:
             tensor = self._trainer.strategy.reduce(tensor, _reduce_name(reduce_fx))
         if on_step:
-            key = f"{name}_step" if on_epoch else name
-            self.callback_metrics[key] = tensor
-            if on_epoch:
-                self.callback_metrics[name] = tensor
-            if logger:
-                self._step_pending[key] = tensor
-            if prog_bar:
-                self.progress_bar_metrics[key] = tensor
-            if not in_train and logger:
-                self.flush_step(self._trainer.global_step, self._trainer.current_epoch)
+            self._log_step(name, tensor, on_epoch, prog_bar, logger)
         if on_epoch:
-            accs = self._epoch[self.stage]
             weight = float(batch_size if batch_size is not None else self.batch_size)
-            acc = accs.get(name)
-            if acc is None:
-                start = tensor * weight if _reduce_name(reduce_fx) == "mean" else tensor
-                accs[name] = _Accumulator(
-                    _reduce_name(reduce_fx),
-                    start,
-                    weight,
-                    prog_bar,
-                    logger,
-                    on_step,
-                    sync and not in_train,
-                    metric,
-                )
-            elif acc.metric is None:
-                acc.add(tensor, weight)
+            reduce = _reduce_name(reduce_fx)
+            flags = (prog_bar, logger, on_step, sync and not in_train)
+            self._log_epoch(name, tensor.detach(), weight, reduce, flags, metric)
+
+    def _log_step(
+        self, name: str, tensor: torch.Tensor, on_epoch: bool, prog_bar: bool, logger: bool
+    ) -> None:
+        key = f"{name}_step" if on_epoch else name
+        self.callback_metrics[key] = tensor
+        if on_epoch:
+            self.callback_metrics[name] = tensor
+        if logger:
+            self._step_pending[key] = tensor
+        if prog_bar:
+            self.progress_bar_metrics[key] = tensor
+        if self.stage != "train" and logger:
+            self.flush_step(self._trainer.global_step, self._trainer.current_epoch)
+
+    def _log_epoch(
+        self,
+        name: str,
+        tensor: torch.Tensor,
+        weight: float,
+        reduce: str,
+        flags: tuple[bool, bool, bool, bool],
+        metric: Any,
+    ) -> None:
+        accs = self._epoch[self.stage]
+        acc = accs.get(name)
+        if acc is None:
+            start = tensor * weight if reduce == "mean" else tensor
+            accs[name] = _Accumulator(reduce, start, weight, *flags, metric=metric)
+        elif acc.metric is None:
+            acc.add(tensor, weight)
 
     @staticmethod
     def _as_tensor(name: str, value: Any, enable_graph: bool = False) -> torch.Tensor:
