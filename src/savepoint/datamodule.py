@@ -88,10 +88,18 @@ class DataModule(HyperparametersMixin):
         checkpoint_path: str | Path,
         hparams_file: str | Path | None = None,
         checkpoint_io: CheckpointIO | None = None,
+        *,
+        verify_integrity: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint, read through
-        `checkpoint_io` (a `TorchCheckpointIO` by default)."""
+        `checkpoint_io` (a `TorchCheckpointIO` by default). The CRC32s of the records it reads are checked;
+        ``verify_integrity=False`` skips that check."""
         return load_datamodule_from_checkpoint(
-            cls, checkpoint_path, hparams_file=hparams_file, checkpoint_io=checkpoint_io, **kwargs
+            cls,
+            checkpoint_path,
+            hparams_file=hparams_file,
+            checkpoint_io=checkpoint_io,
+            verify_integrity=verify_integrity,
+            **kwargs,
         )

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from savepoint.trainer import preemption
+
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
@@ -78,6 +80,8 @@ class StepCountingOptimizer:
                 raise TypeError(f"optimizer.step(closure={closure!r}): the closure must be callable.")
             with torch.enable_grad():
                 result = closure()
+        # From here the parameters may change: an exception-time save can no longer roll this batch back.
+        t._fit_loop.step_phase = preemption.OPTIMIZER
         t._precision.unscale(self.optimizer)
         t._call("on_before_optimizer_step", self.optimizer)
         t._precision.step(self.optimizer, **kwargs)
@@ -122,6 +126,9 @@ class ManualOptimization:
 
     def _manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self._call("on_before_backward", loss)  # type: ignore[attr-defined]
+        loop = self._fit_loop  # type: ignore[attr-defined]
+        if loop.step_phase == preemption.FORWARD:
+            loop.step_phase = preemption.BACKWARD
         self._precision.backward(loss, *args, **kwargs)
         self._call("on_after_backward")  # type: ignore[attr-defined]
 
