@@ -19,6 +19,7 @@ from savepoint.hparams import register_hparams_class
 from savepoint.module import TrainingModule
 from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
+from savepoint.trainer.preemption import Preempted, RankFailedError
 from savepoint.trainer.trainer import Trainer
 
 LightningModule = TrainingModule
@@ -41,6 +42,8 @@ __all__ = [
     "LightningModule",
     "ModelCheckpoint",
     "NotACheckpointError",
+    "Preempted",
+    "RankFailedError",
     "OversizedCheckpointError",
     "SingleDeviceStrategy",
     "StateMismatchError",

@@ -14,6 +14,7 @@ from savepoint.hparams import HyperparametersMixin
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
+    from savepoint.loggers import Logger
     from savepoint.trainer.trainer import Trainer
 
 
@@ -47,6 +48,16 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     @property
     def global_step(self) -> int:
         return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Logger | None:
+        """The Trainer's first logger (``self.logger.experiment`` is e.g. TensorBoard's ``SummaryWriter``)."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Logger]:
+        """Every logger of the Trainer (empty when not attached)."""
+        return self._trainer.loggers if self._trainer is not None else []
 
     @property
     def device(self) -> torch.device:

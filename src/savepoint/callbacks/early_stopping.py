@@ -124,6 +124,7 @@ class EarlyStopping(Callback):
         if stop:
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason = reason
+            trainer.stop_reason = f"early stopping: {reason or self.monitor}"
             trainer.should_stop = True
             if self.verbose and trainer.is_global_zero:
                 print(f"EarlyStopping: {reason}; stopping.")

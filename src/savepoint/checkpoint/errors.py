@@ -6,6 +6,19 @@ Every error names the path (or value) involved, what was expected, and how to fi
 from __future__ import annotations
 
 
+def interrupt_in(err: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt/SystemExit behind `err`, if any. torch's C++ writer turns an interrupt raised in
+    a file write into a RuntimeError whose context is the interrupt; a save must surface the interrupt."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class CheckpointError(Exception):
     """Base class of every checkpoint problem savepoint reports."""
 

@@ -157,6 +157,22 @@ class Strategy(ABC):
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         return decision
 
+    def max_across_ranks(self, value: int) -> int:
+        """The largest `value` any rank passed (a stop signal's number), on every rank."""
+        return value
+
+    # -- failures (multi-process strategies; no-ops on one process) ---------------------------------------------
+
+    def report_failure(self, message: str) -> None:  # noqa: B027 - nothing to tell on one process
+        """Record this rank's error where the other ranks can read it."""
+
+    def failure_of_other_rank(self) -> tuple[int, str] | None:
+        """(rank, error) another rank recorded, or None."""
+        return None
+
+    def abort(self) -> None:  # noqa: B027 - nothing to close on one process
+        """Close the process group so ranks blocked in a collective with this one fail at once."""
+
     # -- state in and out ----------------------------------------------------------------------------------------
 
     def model_state_dict(self) -> dict[str, Any]:

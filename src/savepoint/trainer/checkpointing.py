@@ -279,13 +279,22 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
             if path is None:
                 path = "" if not skipped else f"!{skipped[0]}"
         path = trainer.strategy.broadcast(path)
-        if not path or path.startswith("!"):
-            where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
-            extra = f" (no candidate can be resumed from; the newest was {path[1:]!r})" if path else ""
+        where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
+        if not path:
+            # The first launch of a job that always passes ckpt_path="last" (elastic restarts, requeues).
+            warnings.warn(
+                f'fit(ckpt_path="last"): no checkpoint under {trainer.default_root_dir!r} (looked in {where!r}, '
+                f"the root's 'checkpoints' folder and every ModelCheckpoint dirpath); training starts from scratch.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        if path.startswith("!"):
             raise CheckpointNotFoundError(
                 f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
-                f"ckpt_path first, or pass the path of a checkpoint.",
+                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): every candidate "
+                f"failed to load; the newest was {path[1:]!r}. Repair or remove the files, or pass the path of "
+                f"a checkpoint.",
                 trainer.default_root_dir,
             )
         return path

@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from savepoint.checkpoint.errors import (
     CheckpointNotFoundError,
     CheckpointWriteError,
     CorruptCheckpointError,
+    interrupt_in,
 )
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
-from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, save_dcp
+from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
 from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
@@ -161,6 +163,7 @@ class TorchCheckpointIO(CheckpointIO):
         ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
         `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
         ``SAVEPOINT_MAX_PICKLE_BYTES``)."""
+        self._created = time.time()  # uncommitted sharded folders older than this are certainly abandoned
         if verify_integrity is not None:
             integrity.resolve_verify(verify_integrity)  # a wrong type fails here, not at the first load
         if max_pickle_bytes is not None:
@@ -214,6 +217,9 @@ class TorchCheckpointIO(CheckpointIO):
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            interrupt = interrupt_in(err)
+            if interrupt is not None and interrupt is not err:
+                raise interrupt from None  # Ctrl-C in a write: the interrupt, not a write error
             if isinstance(err, Exception):
                 cause = _root_os_error(err)
                 hint = ""
@@ -256,6 +262,9 @@ class TorchCheckpointIO(CheckpointIO):
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(inner, buffer.getvalue())
         except Exception as err:
+            interrupt = interrupt_in(err)
+            if interrupt is not None:
+                raise interrupt from None
             raise CheckpointWriteError(
                 f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the object previously at "
                 f"that path, if any, is intact.",
@@ -300,7 +309,9 @@ class TorchCheckpointIO(CheckpointIO):
         return "://" not in str(path) and os.path.isfile(os.path.join(str(path), COMMIT_FILE))
 
     def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
-        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``."""
+        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``.
+        Uncommitted sharded folders beside it from before this IO existed (crashed saves) are removed."""
+        remove_abandoned(os.path.dirname(os.path.abspath(path)), self._created, keep=os.path.abspath(path))
         prepare_folder(path)
         self.save_checkpoint(meta, os.path.join(path, META_FILE))
 
