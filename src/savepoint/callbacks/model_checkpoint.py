@@ -487,8 +487,9 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = path
         self._save_last(trainer, candidates)
-        trainer._print(
-            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}"
+        _info(
+            trainer,
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}",
         )
 
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
