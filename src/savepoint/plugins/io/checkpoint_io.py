@@ -10,7 +10,11 @@ Call order (the Trainer never calls these directly; it goes through its `Strateg
    wait at a barrier until it returns. Sharded strategies call `save_sharded` on every rank instead.
 4. ``remove_checkpoint(path)``: when a file leaves the top-k, always after the save that replaces it has
    returned. Rank 0 only.
-5. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending work
+5. ``link_checkpoint(src, dst)``: when `dst` (``last.ckpt``, or another callback's file of the same save
+   point) holds exactly the state already committed at `src`; always after the save of `src` returned
+   (with `AsyncCheckpointIO`, queued after it). Rank 0 only. Only called when ``supports_link`` is true;
+   otherwise the state is saved a second time.
+6. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending work
    (an async write) must be finished, and its errors raised, before it returns.
 
 What each must guarantee:
@@ -22,6 +26,8 @@ What each must guarantee:
 - ``load_checkpoint`` never executes code from the file and raises `CheckpointError` subclasses naming
   the path.
 - ``remove_checkpoint`` of a missing path is not an error.
+- ``link_checkpoint`` is atomic like a save, and removing either name later never affects the other
+  (a hard link or a copy, never a symbolic link).
 
 A plugin knows nothing of steps, metrics or retention: those belong to callbacks.
 """
@@ -51,6 +57,15 @@ class CheckpointIO(ABC):
 
     def teardown(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Finish pending work and release resources. Raises a pending error."""
+
+    # Second names for a committed checkpoint (one write per save point). A plugin that can make them
+    # cheaply (hard links, server-side copies) sets this and overrides `link_checkpoint`.
+    supports_link: bool = False
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Make `dst` hold the checkpoint committed at `src`, atomically. By default a copy through this
+        plugin's own load and save (correct for any plugin, but not cheaper than saving twice)."""
+        self.save_checkpoint(self.load_checkpoint(src, map_location="cpu"), dst)
 
     # Sharded checkpoints (torch.distributed.checkpoint layout). A plugin that cannot write them says so;
     # sharded strategies check this at setup, never mid-run.
