@@ -422,6 +422,9 @@ class ModelCheckpoint(Checkpoint):
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+        except BaseException:
+            self._forget(path)  # raised before queueing (an earlier failure surfacing): nothing to undo
+            raise
         finally:
             self._pending = None
 
@@ -431,7 +434,11 @@ class ModelCheckpoint(Checkpoint):
         self._remember(trainer, link_path)
         if self.verbose:
             trainer._print(f"Linking {link_path!r} to {target!r}")
-        trainer.strategy.link_checkpoint(target, link_path)
+        try:
+            trainer.strategy.link_checkpoint(target, link_path)
+        except BaseException:
+            self._forget(link_path)
+            raise
 
     def _apply(self, after: dict[str, Any]) -> None:
         for key, value in after.items():
@@ -453,6 +460,10 @@ class ModelCheckpoint(Checkpoint):
             before["best_k_models"] = dict(self.best_k_models)
             self._journal.append((path, before))
 
+    def _forget(self, path: str) -> None:
+        if self._journal and self._journal[-1][0] == path:
+            self._journal.pop()
+
     def teardown(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
         """After a failed background save, the best/last paths and the top-k name only files that exist:
         the bookkeeping returns to what it was before the first save that did not land."""
@@ -461,11 +472,16 @@ class ModelCheckpoint(Checkpoint):
         if not journal or not isinstance(io, AsyncCheckpointIO):
             return
         io.wait()
-        failed = io.failed_paths
-        for path, before in journal:
-            if path in failed:
-                self._apply(before)
-                return
+        mine = {path for path, _ in journal}
+        failed = [path for path in io.failed_paths if path in mine]
+        entries = list(journal)
+        before = None
+        # The failed writes are the newest ones (an error stops the saves after it): match from the end.
+        while entries and failed and entries[-1][0] == failed[-1]:
+            before = entries.pop()[1]
+            failed.pop()
+        if before is not None:
+            self._apply(before)
 
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
         """Write ``best_k_models`` as YAML (``best_k_models.yaml`` in ``dirpath`` by default)."""

@@ -65,7 +65,11 @@ def test_torch_io_spare_is_never_a_visible_checkpoint(tmp_path):
         # between saves: no hidden temporary beside the checkpoints, nothing else named *.ckpt
         names = sorted(os.listdir(tmp_path))
         assert names in (["last.ckpt"], [SPARE_DIR, "last.ckpt"])
-        assert not [n for n in os.listdir(tmp_path / SPARE_DIR) if n.endswith(".ckpt")] if len(names) > 1 else True
+        assert (
+            not [n for n in os.listdir(tmp_path / SPARE_DIR) if n.endswith(".ckpt")]
+            if len(names) > 1
+            else True
+        )
     io.teardown()
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
 

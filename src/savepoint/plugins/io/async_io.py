@@ -126,10 +126,9 @@ class AsyncCheckpointIO(CheckpointIO):
         self._dcp_group: Any = None
         self._sharded_future: Any = None
         self._sharded_path = ""
-        self._failed: set[str] = set()
+        self._failed: list[str] = []
         self._last_bytes = 0
         self._last_write_s = 0.0
-        self._write_started = 0.0
         self._warned_behind = False
 
     @property
@@ -151,11 +150,12 @@ class AsyncCheckpointIO(CheckpointIO):
         return self.checkpoint_io.supports_link
 
     @property
-    def failed_paths(self) -> frozenset[str]:
-        """Paths whose queued save or link failed, or was skipped after an earlier failure: no file was
-        written there. Callers that recorded such a path (ModelCheckpoint) roll their bookkeeping back."""
+    def failed_paths(self) -> tuple[str, ...]:
+        """Paths whose queued save or link failed, or was skipped after an earlier failure, in queue order:
+        no file was written there. Callers that recorded such a path (ModelCheckpoint) roll their
+        bookkeeping back. Cleared by `teardown`."""
         with self._lock:
-            return frozenset(self._failed)
+            return tuple(self._failed)
 
     # -- the worker ---------------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class AsyncCheckpointIO(CheckpointIO):
                 with self._lock:
                     failed = self._error is not None
                     if kind == "link" and failed:
-                        self._failed.add(path)
+                        self._failed.append(path)
                 if kind in ("remove", "link") and failed:
                     continue  # never remove an old file, nor link to a file, for a save that did not land
                 try:
@@ -186,7 +186,7 @@ class AsyncCheckpointIO(CheckpointIO):
                 except BaseException as err:
                     with self._lock:
                         if kind != "remove":
-                            self._failed.add(path)
+                            self._failed.append(path)
                         if self._error is None:
                             self._error = err
                             self._error_raised = False
@@ -219,9 +219,11 @@ class AsyncCheckpointIO(CheckpointIO):
         self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
     ) -> None:
         self._raise_pending()
-        if not self._save_done.is_set():
-            self._warn_behind()
+        behind = not self._save_done.is_set()
+        waited = time.perf_counter()
         self._save_done.wait()  # at most one save in flight; its buffers are ours again after this
+        if behind:
+            self._warn_behind(time.perf_counter() - waited)
         self._raise_pending()
         snapshot = self._buffers.snapshot(checkpoint)
         self._save_done.clear()
@@ -229,28 +231,23 @@ class AsyncCheckpointIO(CheckpointIO):
         nbytes = _tensor_bytes(snapshot)
 
         def write() -> None:
-            self._write_started = time.perf_counter()
+            started = time.perf_counter()
             base.save_checkpoint(snapshot, path, storage_options=storage_options)
-            self._last_bytes, self._last_write_s = nbytes, time.perf_counter() - self._write_started
+            self._last_bytes, self._last_write_s = nbytes, time.perf_counter() - started
 
         self._submit("save", write, str(path), self._save_done.set)
 
-    def _warn_behind(self) -> None:
-        """Once: saves come faster than the disk writes them, so training waits for the previous one."""
-        if self._warned_behind:
+    def _warn_behind(self, waited_s: float) -> None:
+        """Once: saves come faster than the disk writes them, so training waited for the previous one."""
+        if self._warned_behind or not self._last_write_s:
             return
         self._warned_behind = True
-        if self._last_write_s > 0 and self._last_bytes:
-            rate = self._last_bytes / self._last_write_s
-            took = self._last_write_s
-            measured = f"the disk took {took:.1f} s for the last {self._last_bytes / 1e6:.0f} MB ({rate / 1e6:.0f} MB/s)"
-        else:
-            took = time.perf_counter() - self._write_started
-            measured = f"the first save has been writing for {took:.1f} s"
+        took, size = self._last_write_s, self._last_bytes
         warnings.warn(
-            f"AsyncCheckpointIO: a save was requested while the previous one is still being written, so training "
-            f"waits for the disk; {measured}. Save at most every {2 * took:.1f} s or so (raise "
-            f"every_n_train_steps / train_time_interval) to keep writes off the training path. Said once.",
+            f"AsyncCheckpointIO: a save was requested while the previous one ({size / 1e6:.0f} MB) was still being "
+            f"written, so training waited {waited_s:.2f} s for the disk. That write took {took:.2f} s "
+            f"({size / 1e6 / took:.0f} MB/s); save at most every {2 * took:.1f} s or so (raise "
+            f"every_n_train_steps or train_time_interval) to keep writes off the training path. Said once.",
             UserWarning,
             stacklevel=4,
         )
@@ -322,5 +319,7 @@ class AsyncCheckpointIO(CheckpointIO):
             self._queue.put(_STOP)
             self._thread.join()
         self._thread = None
+        with self._lock:
+            self._failed = []
         self.checkpoint_io.teardown()
         self._raise_pending()
