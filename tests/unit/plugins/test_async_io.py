@@ -149,7 +149,7 @@ def test_async_io_link_to_a_failed_save_is_skipped_and_reported():
     io.wait()
     assert ("link", "last.ckpt") not in base.calls
     assert io.failed_paths == ("epoch=0.ckpt", "last.ckpt")
-    with pytest.raises(CheckpointWriteError, match="epoch=0.ckpt"):
+    with pytest.raises(CheckpointWriteError, match=r"epoch=0\.ckpt"):
         io.teardown()
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from savepoint.checkpoint.verify import verify_checkpoint
-from savepoint.plugins.io import TorchCheckpointIO
-from savepoint.plugins.io import _fs
+from savepoint.plugins.io import TorchCheckpointIO, _fs
 from savepoint.plugins.io._fs import TMP_MARKER, exchange, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._spare import SPARE_DIR, spare_path
 
