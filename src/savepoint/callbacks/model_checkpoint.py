@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,9 +19,9 @@ import torch
 
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
+from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import get_fs, is_local
-from savepoint.plugins.io.async_io import AsyncCheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -39,7 +38,6 @@ _BOOKKEEPING = (
     "last_model_path",
     "current_score",
 )
-_JOURNAL_LEN = 16  # a failure surfaces at the next save: only the last few saves can still fail
 
 
 class ModelCheckpoint(Checkpoint):
@@ -120,7 +118,7 @@ class ModelCheckpoint(Checkpoint):
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
         self._planned_last = ""
-        self._journal: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_JOURNAL_LEN)
+        self._journal = WriteJournal()
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -423,7 +421,9 @@ class ModelCheckpoint(Checkpoint):
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         except BaseException:
-            self._forget(path)  # raised before queueing (an earlier failure surfacing): nothing to undo
+            self._journal.forget(
+                path
+            )  # raised before queueing (an earlier failure surfacing): nothing to undo
             raise
         finally:
             self._pending = None
@@ -437,7 +437,7 @@ class ModelCheckpoint(Checkpoint):
         try:
             trainer.strategy.link_checkpoint(target, link_path)
         except BaseException:
-            self._forget(link_path)
+            self._journal.forget(link_path)
             raise
 
     def _apply(self, after: dict[str, Any]) -> None:
@@ -454,32 +454,13 @@ class ModelCheckpoint(Checkpoint):
     # -- bookkeeping of background saves --------------------------------------------------------------------
 
     def _remember(self, trainer: Trainer, path: str) -> None:
-        """Before a background write or link of `path`: what to restore if it never lands."""
-        if isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO):
-            before = {key: getattr(self, key) for key in _BOOKKEEPING}
-            before["best_k_models"] = dict(self.best_k_models)
-            self._journal.append((path, before))
-
-    def _forget(self, path: str) -> None:
-        if self._journal and self._journal[-1][0] == path:
-            self._journal.pop()
+        before = {key: getattr(self, key) for key in _BOOKKEEPING}
+        before["best_k_models"] = dict(self.best_k_models)
+        self._journal.remember(trainer.strategy.checkpoint_io, path, before)
 
     def teardown(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
-        """After a failed background save, the best/last paths and the top-k name only files that exist:
-        the bookkeeping returns to what it was before the first save that did not land."""
-        journal, self._journal = self._journal, deque(maxlen=_JOURNAL_LEN)
-        io = trainer.strategy.checkpoint_io
-        if not journal or not isinstance(io, AsyncCheckpointIO):
-            return
-        io.wait()
-        mine = {path for path, _ in journal}
-        failed = [path for path in io.failed_paths if path in mine]
-        entries = list(journal)
-        before = None
-        # The failed writes are the newest ones (an error stops the saves after it): match from the end.
-        while entries and failed and entries[-1][0] == failed[-1]:
-            before = entries.pop()[1]
-            failed.pop()
+        """After a failed background save, the best/last paths and the top-k name only files that exist."""
+        before = self._journal.state_before_failure(trainer.strategy.checkpoint_io)
         if before is not None:
             self._apply(before)
 

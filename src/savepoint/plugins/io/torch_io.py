@@ -125,12 +125,14 @@ def _remove_spare_folder(folder: Path) -> None:
 class TorchCheckpointIO(CheckpointIO):
     """Saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``.
 
-    Local paths: the archive is streamed into a hidden temporary file in the destination folder, fsynced,
-    renamed over the final name with ``os.replace`` and the folder fsynced: a crash at any moment leaves
-    the old file or the new one. The temporary name (``.<name>.sp-tmp-<pid>-<hex>``) never matches
-    ``*.ckpt``; it is removed when a save fails, and a later save into the folder removes those a killed
-    process left. Other fsspec URLs (``s3://``, ``gs://``, ``memory://``): one put of the whole archive,
-    atomic on object stores.
+    Local paths: the archive is streamed into a hidden temporary file in the destination folder
+    (``.<name>.sp-tmp-<host>.<pidns>-<pid>-<hex>``, never matching ``*.ckpt``), fsynced, put at the final
+    name atomically and the folder fsynced: a crash at any moment leaves the old file or the new one. Saving
+    over an existing name rewrites that name's spare (its previous file, kept in ``.savepoint-spare/``) in
+    place and swaps it in with ``renameat2(RENAME_EXCHANGE)`` where the system offers it (see
+    ``_spare``); ``use_spares=False`` turns that off. A failed save removes its temporary; a later save into
+    the folder removes those whose writer is certainly gone; ``teardown()`` removes the spares. Other
+    fsspec URLs (``s3://``, ``gs://``, ``memory://``): one put of the whole archive, atomic on object stores.
     """
 
     supports_sharded = True
