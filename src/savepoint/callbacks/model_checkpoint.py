@@ -421,9 +421,8 @@ class ModelCheckpoint(Checkpoint):
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
         except BaseException:
-            self._journal.forget(
-                path
-            )  # raised before queueing (an earlier failure surfacing): nothing to undo
+            # Raised before anything was queued (an earlier failure surfacing): nothing to undo here.
+            self._journal.forget(path)
             raise
         finally:
             self._pending = None
