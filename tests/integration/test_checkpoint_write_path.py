@@ -139,3 +139,22 @@ def test_model_checkpoint_async_link_survives_sigkill_and_resumes_last(tmp_path)
     )
     assert finish.returncode == 0, finish.stderr[-3000:]
     assert "START last" in finish.stdout
+
+
+def test_model_checkpoint_leaves_no_hidden_temporary_between_saves(tmp_path):
+    from savepoint import Callback
+    from savepoint.plugins.io._spare import SPARE_DIR
+
+    seen: list[list[str]] = []
+
+    class Lister(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if (tmp_path / "ck").is_dir():
+                seen.append(sorted(os.listdir(tmp_path / "ck")))
+
+    train, _ = loaders()
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_top_k=0, save_last=True)
+    quiet_trainer(callbacks=[cb, Lister()], max_epochs=1, logger=False).fit(NoValModel(), train)
+    assert seen and all(n == "last.ckpt" or n == SPARE_DIR for names in seen for n in names)
+    assert [SPARE_DIR, "last.ckpt"] in seen  # last.ckpt was saved over in place
+    assert os.listdir(tmp_path / "ck") == ["last.ckpt"]  # and nothing is left once fit returns
