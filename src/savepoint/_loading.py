@@ -13,15 +13,28 @@ import torch
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
 from savepoint.hparams import AttributeDict, decode
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 
-def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer."""
-    from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-    from savepoint.plugins.io.torch_io import load_file
+def checkpoint_io_or_default(checkpoint_io: CheckpointIO | None, where: str) -> CheckpointIO:
+    if checkpoint_io is None:
+        return TorchCheckpointIO()
+    if not isinstance(checkpoint_io, CheckpointIO):
+        raise TypeError(
+            f"{where}(checkpoint_io={checkpoint_io!r}) must be a CheckpointIO instance (e.g. the plugin the "
+            f"Trainer saved with), or None for a TorchCheckpointIO."
+        )
+    return checkpoint_io
 
+
+def read_checkpoint(
+    path: str | Path, map_location: Any = None, checkpoint_io: CheckpointIO | None = None
+) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer."""
     path = str(path)
-    raw = load_sharded_as_full(path) if is_sharded_checkpoint(path) else load_file(path, map_location)
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    raw = io.load_checkpoint(path, map_location=map_location)
     return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
 
 
@@ -78,11 +91,11 @@ def build_from_hparams(
     return cls(**init_kwargs)
 
 
-def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
+def hparams_from_yaml(path: str | Path, checkpoint_io: CheckpointIO | None = None) -> dict[str, Any]:
     import yaml
 
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    data = yaml.safe_load(io.load_text(str(path))) or {}
     if not isinstance(data, dict):
         raise ValueError(
             f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}"
@@ -133,13 +146,15 @@ def load_module_from_checkpoint(
     map_location: Any = None,
     hparams_file: str | Path | None = None,
     strict: bool = True,
+    checkpoint_io: CheckpointIO | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location=map_location)
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    checkpoint = read_checkpoint(path, map_location=map_location, checkpoint_io=io)
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
-        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)
         checkpoint[fmt.HPARAMS_NAME] = None
     model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
     model.on_load_checkpoint(checkpoint)
@@ -155,13 +170,18 @@ def load_module_from_checkpoint(
 
 
 def load_datamodule_from_checkpoint(
-    cls: type, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+    cls: type,
+    checkpoint_path: str | Path,
+    hparams_file: str | Path | None = None,
+    checkpoint_io: CheckpointIO | None = None,
+    **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location="cpu")
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    checkpoint = read_checkpoint(path, map_location="cpu", checkpoint_io=io)
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
-        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)
         checkpoint[fmt.DATAMODULE_HPARAMS_NAME] = None
     if fmt.DATAMODULE_HYPER_PARAMETERS not in checkpoint and not kwargs:
         raise CheckpointError(

@@ -47,8 +47,9 @@ def _tensor_stats(obj: Any) -> tuple[int, int]:
 
 
 def _summary(path: str) -> dict[str, Any]:
-    from savepoint.checkpoint.sharded import is_sharded_checkpoint
+    from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
+    is_sharded_checkpoint = TorchCheckpointIO().is_sharded_checkpoint
     raw_version = None
     if not is_sharded_checkpoint(path):
         from savepoint.plugins.io.torch_io import load_file
@@ -78,11 +79,20 @@ def _summary(path: str) -> dict[str, Any]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    summary = _summary(args.path)
+    from savepoint.plugins.io.verify_sharded import expand_folders
+
+    paths = expand_folders([args.path])  # a folder of checkpoints: each of them
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        summaries = [_summary(p) for p in paths]
+        print(json.dumps(summaries[0] if paths == [args.path] else summaries, indent=2, default=str))
         return 0
-    table = Table(title=f"checkpoint {args.path}", show_header=False)
+    for path in paths:
+        _print_summary(path, _summary(path))
+    return 0
+
+
+def _print_summary(path: str, summary: dict[str, Any]) -> None:
+    table = Table(title=f"checkpoint {path}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():
@@ -92,15 +102,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             value = f"{value['tensors']} tensors, {value['bytes'] / 1e6:.2f} MB"
         table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
     Console().print(table)
-    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from savepoint.checkpoint.verify import verify_checkpoint
+    from savepoint.plugins.io.verify_sharded import expand_folders
 
     console = Console()
     failed = 0
-    for path in args.paths:
+    for path in expand_folders(args.paths):  # a folder of checkpoints: each of them
         report = verify_checkpoint(path)
         if report.ok:
             console.print(

@@ -11,6 +11,7 @@ from torch import nn
 
 from savepoint._loading import load_module_from_checkpoint
 from savepoint.hparams import HyperparametersMixin
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -174,12 +175,14 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool = True,
+        checkpoint_io: CheckpointIO | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
 
         Loads with ``weights_only=True`` (no code from the file runs); works with weights-only files, full
-        training checkpoints and sharded checkpoint folders.
+        training checkpoints and sharded checkpoint folders. Every read (the checkpoint, ``hparams_file``)
+        goes through `checkpoint_io` (a `TorchCheckpointIO` by default: local paths and fsspec URLs).
         """
         return load_module_from_checkpoint(
             cls,
@@ -187,5 +190,6 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             map_location=map_location,
             hparams_file=hparams_file,
             strict=strict,
+            checkpoint_io=checkpoint_io,
             **kwargs,
         )

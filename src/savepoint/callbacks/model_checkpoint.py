@@ -2,7 +2,8 @@
 
 A thin shell over `checkpoint_policy`: this class gathers the Trainer's state, asks the pure functions
 what to do, and carries the answer out through ``trainer.save_checkpoint`` and the strategy's
-``remove_checkpoint`` (so a custom CheckpointIO sees every file). A file joins ``best_k_models`` and
+``remove_checkpoint``; the folder check at set-up, the free-name check and ``to_yaml`` ask the strategy's
+CheckpointIO. It never touches storage itself, so a custom CheckpointIO sees every file. A file joins ``best_k_models`` and
 becomes ``best_model_path``/``last_model_path`` only after its save returned, and files leave the top-k
 only after the save that replaces them.
 """
@@ -21,7 +22,9 @@ from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
-from savepoint.plugins.io._fs import get_fs, is_local
+from savepoint.plugins.io._fs import join
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -117,6 +120,8 @@ class ModelCheckpoint(Checkpoint):
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
+        self._validation_has_run = False
+        self._io: CheckpointIO | None = None  # the trainer's, from setup on
         self._planned_last = ""
         self._journal = WriteJournal()
 
@@ -190,26 +195,33 @@ class ModelCheckpoint(Checkpoint):
     # -- set-up ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+        self._io = trainer.strategy.checkpoint_io
         if self.dirpath is None:
-            self.dirpath = trainer._default_checkpoint_dir()
+            self.dirpath = _default_dirpath(trainer)
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if trainer.is_global_zero and stage == "fit":
-            from savepoint.plugins.io._fs import check_writable_dir
-
-            check_writable_dir(self.dirpath)
-        if self.save_last == "link" and not is_local(get_fs(self.dirpath)[0]):
+            self._io.check_writable(self.dirpath)  # fail fast: before the first training step
+        if self.save_last == "link" and "://" in self.dirpath and not self.dirpath.startswith("file://"):
             raise ValueError(
                 f"ModelCheckpoint(save_last='link', dirpath={self.dirpath!r}): links are made on local folders "
                 f"only. Use save_last=True: it writes the bytes of a save point once there too (a server-side "
                 f"copy where the storage offers one)."
             )
         if self._save_on_train_epoch_end is None:
-            self._save_on_train_epoch_end = not trainer._validation_will_run()
+            self._save_on_train_epoch_end = not trainer.enable_validation
 
     def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        self._last_time_saved_s = trainer._train_elapsed_s()
-        if trainer._restored_step is not None:
-            self._last_global_step_saved = trainer._restored_step
+        self._last_time_saved_s = trainer.train_elapsed_s
+        self._validation_has_run = False
+        if trainer.ckpt_path is not None:  # resumed: no step-triggered save before the next optimizer step
+            self._last_global_step_saved = trainer.global_step
+
+    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
+        if not trainer.sanity_checking:
+            self._validation_has_run = True
+        if self._skip(trainer) or self._save_on_train_epoch_end:
+            return
+        self._after_epoch(trainer)
 
     # -- when -----------------------------------------------------------------------------------------------
 
@@ -221,7 +233,7 @@ class ModelCheckpoint(Checkpoint):
     ) -> None:
         if self._skip(trainer):
             return
-        elapsed = trainer._train_elapsed_s()
+        elapsed = trainer.train_elapsed_s
         due = policy.due_after_batch(
             global_step=trainer.global_step,
             last_step_saved=self._last_global_step_saved,
@@ -237,17 +249,12 @@ class ModelCheckpoint(Checkpoint):
         if self._train_time_interval is not None:
             self._last_time_saved_s = elapsed
         candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor not in candidates and not trainer._validation_has_run:
+        if self.monitor is not None and self.monitor not in candidates and not self._validation_has_run:
             return  # the monitored metric comes from validation, which has not run yet: wait for it
         self._save_all(trainer, candidates)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if self._skip(trainer) or not self._save_on_train_epoch_end:
-            return
-        self._after_epoch(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if self._skip(trainer) or self._save_on_train_epoch_end:
             return
         self._after_epoch(trainer)
 
@@ -283,13 +290,13 @@ class ModelCheckpoint(Checkpoint):
             extension=self.FILE_EXTENSION,
             version=ver,
         )
-        return _join(self.dirpath, name) if self.dirpath else name
+        return join(self.dirpath, name) if self.dirpath else name
 
     def file_exists(self, filepath: str, trainer: Trainer) -> bool:
+        """Is the name taken? Rank 0 asks the CheckpointIO; every rank gets its answer."""
         exists = False
         if trainer.is_global_zero:
-            fs, inner = get_fs(filepath)
-            exists = bool(fs.exists(inner)) or (is_local(fs) and os.path.islink(inner))
+            exists = trainer.strategy.checkpoint_io.exists(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
@@ -354,8 +361,9 @@ class ModelCheckpoint(Checkpoint):
         decision = policy.top_k_update(current, probe, k, mode)
         if not decision.keep_new:
             if self.verbose:
-                trainer._print(
-                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}"
+                _info(
+                    trainer,
+                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}",
                 )
             return
         reusable = decision.evicted[0].path if decision.evicted else None
@@ -389,7 +397,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = path
         if self.verbose:
             shown = f"{self.monitor!r} reached {float(score):.5f}" if score is not None else "saved"
-            trainer._print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
+            _info(trainer, f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
         for old in evicted:
             self._remove(trainer, old.path)
 
@@ -447,7 +455,7 @@ class ModelCheckpoint(Checkpoint):
         if path == self.last_model_path or path in self.best_k_models:
             return
         if self.verbose:
-            trainer._print(f"Removing checkpoint {path!r}")
+            _info(trainer, f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
     # -- bookkeeping of background saves --------------------------------------------------------------------
@@ -468,13 +476,20 @@ class ModelCheckpoint(Checkpoint):
         import yaml
 
         best = {k: float(v) for k, v in self.best_k_models.items()}
-        target = filepath or _join(self.dirpath or ".", "best_k_models.yaml")
-        fs, inner = get_fs(target)
-        with fs.open(inner, "w") as f:
-            yaml.safe_dump(best, f)
+        target = (
+            os.fspath(filepath) if filepath is not None else join(self.dirpath or ".", "best_k_models.yaml")
+        )
+        io = self._io if self._io is not None else TorchCheckpointIO()
+        io.save_text(yaml.safe_dump(best), target)
 
 
-def _join(folder: str, name: str) -> str:
-    if "://" in folder:
-        return folder.rstrip("/") + "/" + name
-    return os.path.join(folder, name)
+def _default_dirpath(trainer: Trainer) -> str:
+    """``<log_dir>/checkpoints`` when a logger has a folder, else ``<default_root_dir>/checkpoints``."""
+    if trainer.logger is not None and trainer.logger.log_dir is not None:
+        return join(trainer.log_dir, "checkpoints")  # type: ignore[arg-type]
+    return join(trainer.default_root_dir, "checkpoints")
+
+
+def _info(trainer: Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        print(message)

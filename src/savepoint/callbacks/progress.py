@@ -78,7 +78,7 @@ class RichProgressBar(Callback):
             return
         self._last = now
         shown = dict(trainer.progress_bar_metrics)
-        loss = trainer._metrics.callback_metrics.get("loss")
+        loss = trainer.callback_metrics.get("loss")
         if loss is not None and "loss" not in shown:
             shown["loss"] = float(loss)
         text = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())

@@ -8,7 +8,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
 @dataclass
@@ -46,39 +49,31 @@ def _check_zip(path: str, report: VerifyReport) -> None:
         report.problems.append(f"cannot read: {err}")
 
 
+def _verify_sharded(path: str, report: VerifyReport, load: bool) -> VerifyReport:
+    """A sharded folder: every record's CRC and every shard's size (`verify_sharded`), then its meta."""
+    report.kind = "sharded"
+    sharded = verify_sharded(path)
+    report.records, report.bytes, report.problems = sharded.records, sharded.bytes, list(sharded.problems)
+    if load and not report.problems:
+        try:
+            meta: dict[str, Any] = TorchCheckpointIO().load_sharded_meta(path)
+            report.keys = sorted(meta)
+            report.format_version = fmt.format_version_of(meta)
+        except CheckpointError as err:
+            report.problems.append(str(err))
+    report.ok = not report.problems
+    return report
+
+
 def verify_checkpoint(path: str | os.PathLike, load: bool = True) -> VerifyReport:
     """Check `path` (a ``.ckpt`` file or a sharded folder); ``report.ok`` says whether it is whole."""
-    from savepoint.checkpoint import format as fmt
-    from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE, is_sharded_checkpoint, read_meta
-
     path = os.fspath(path)
     report = VerifyReport(path=path, ok=False)
     if not os.path.exists(path):
         report.problems.append("does not exist")
         return report
     if os.path.isdir(path):
-        report.kind = "sharded"
-        if not is_sharded_checkpoint(path):
-            report.problems.append(
-                f"folder without {COMMIT_FILE}: an interrupted sharded save, not a checkpoint"
-            )
-            return report
-        _check_zip(os.path.join(path, META_FILE), report)
-        for name in os.listdir(path):
-            if name.endswith(".distcp"):
-                report.bytes += os.path.getsize(os.path.join(path, name))
-        if load and not report.problems:
-            try:
-                meta: dict[str, Any] = read_meta(path)
-                from savepoint.checkpoint.sharded import SafeFileSystemReader
-
-                SafeFileSystemReader(path).read_metadata()
-                report.keys = sorted(meta)
-                report.format_version = fmt.format_version_of(meta)
-            except CheckpointError as err:
-                report.problems.append(str(err))
-        report.ok = not report.problems
-        return report
+        return _verify_sharded(path, report, load)
     _check_zip(path, report)
     if load and not report.problems:
         from savepoint.plugins.io.torch_io import load_file

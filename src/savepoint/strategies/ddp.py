@@ -19,9 +19,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.strategies.data import add_distributed_sampler
 from savepoint.strategies.launcher import launch_local_processes
 from savepoint.strategies.strategy import Strategy
-from savepoint.trainer.data import add_distributed_sampler
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer

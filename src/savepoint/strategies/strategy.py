@@ -11,13 +11,18 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
    rank, naming the rank. ``remove_checkpoint(path)`` and ``link_checkpoint(src, dst)``: likewise, rank 0
-   removes or links.
-5. Loading: ``load_checkpoint(path)`` on every rank; ``load_model_state_dict`` / ``load_optimizer_state_dict``.
+   removes or links. A sharded strategy has rank 0 call ``CheckpointIO.save_sharded_meta`` and then every
+   rank ``CheckpointIO.save_sharded``.
+5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
+   strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
+   ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
 6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
    raises its pending error.
 
-The Trainer never opens files or checks ranks itself; everything that touches storage goes through
-``self.checkpoint_io``, so a custom plugin sees every save, load and removal.
+The Trainer never opens files or checks ranks itself, and a strategy never touches a path itself:
+everything that touches storage goes through ``self.checkpoint_io``, so a custom plugin sees every save,
+load and removal. Strategies import nothing from ``trainer/`` (their data helpers are in
+``strategies/data.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from torch import nn
 from savepoint.checkpoint.errors import CheckpointWriteError
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
-from savepoint.trainer.data import move_to_device
+from savepoint.strategies.data import move_to_device
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -194,12 +199,8 @@ class Strategy(ABC):
             ) from (local_error)
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
-        """The whole checkpoint in this process. A sharded folder is assembled into full tensors (a sharded
-        strategy overrides this to load only its shards, resharding to the current world size)."""
-        from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-
-        if is_sharded_checkpoint(checkpoint_path):
-            return load_sharded_as_full(checkpoint_path)
+        """The whole checkpoint in this process, from the CheckpointIO (which assembles a sharded folder
+        into full tensors; a sharded strategy overrides this to load only its shards, resharding)."""
         return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
 
     def remove_checkpoint(self, filepath: str) -> None:

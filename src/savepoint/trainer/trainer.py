@@ -155,6 +155,16 @@ class Trainer(TrainerProperties, HookDispatch):
     def _train_elapsed_s(self) -> float:
         return self._fit_loop.elapsed_s()
 
+    @property
+    def enable_validation(self) -> bool:
+        """Whether validation runs during ``fit``: validation data, ``validation_step`` and ``limit_val_batches``."""
+        return self._validation_will_run()
+
+    @property
+    def train_elapsed_s(self) -> float:
+        """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
+        return self._train_elapsed_s()
+
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int, epoch: int) -> None:
         if self._logger is not None and self.is_global_zero and not self.sanity_checking:
             values = {k: float(v) for k, v in metrics.items()}

@@ -22,10 +22,13 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
 )
+from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io import _spare as spare
 from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, save_dcp
+from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
 def _keep_aside(final: Path) -> Path | None:
@@ -69,11 +72,7 @@ def load_file(path: str, map_location: Any = None, storage_options: dict[str, An
             path,
         )
     if fs.isdir(inner):
-        raise CorruptCheckpointError(
-            f"{path!r} is a folder but not a sharded checkpoint (no '.metadata' file): an interrupted sharded "
-            f"save leaves such a folder. Choose another checkpoint.",
-            path,
-        )
+        raise CorruptCheckpointError(_folder_message(path, fs, inner), path)
     try:
         if is_local(fs):
             # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
@@ -120,6 +119,22 @@ def _remove_spare_folder(folder: Path) -> None:
                     os.unlink(entry.path)
         sweep_stale_temps(spares)
         spares.rmdir()
+
+
+def _folder_message(path: str, fs: Any, inner: str) -> str:
+    names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(inner, detail=False))
+    if any(n.endswith(".distcp") or n == META_FILE for n in names):
+        return (
+            f"{path!r} is not a committed sharded checkpoint: it holds shards but no {COMMIT_FILE!r} commit marker, "
+            f"which an interrupted sharded save leaves. Choose another checkpoint."
+        )
+    ckpts = [n for n in names if n.endswith(".ckpt") and not n.startswith(".")]
+    if ckpts:
+        return (
+            f"{path!r} is a folder of {len(ckpts)} checkpoint(s), not a checkpoint: pass one of them "
+            f"(e.g. {ckpts[-1]!r})."
+        )
+    return f"{path!r} is a folder, not a checkpoint file or a sharded checkpoint. Choose a checkpoint file."
 
 
 class TorchCheckpointIO(CheckpointIO):
@@ -304,7 +319,11 @@ class TorchCheckpointIO(CheckpointIO):
     def load_checkpoint(
         self, path: str, map_location: Any | None = None, storage_options: Any | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        return load_file(str(path), map_location, storage_options)
+        """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first)."""
+        path = str(path)
+        if "://" not in path and self.is_sharded_checkpoint(path):
+            return load_full(path, self.load_sharded_meta(path), verify_sharded(path).problems)
+        return load_file(path, map_location, storage_options)
 
     def remove_checkpoint(self, path: str) -> None:
         fs, inner = get_fs(path)
@@ -316,14 +335,21 @@ class TorchCheckpointIO(CheckpointIO):
             else:
                 fs.rm(inner, recursive=True)
 
+    def is_sharded_checkpoint(self, path: str) -> bool:
+        return "://" not in str(path) and os.path.isfile(os.path.join(str(path), COMMIT_FILE))
+
+    def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
+        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``."""
+        prepare_folder(path)
+        self.save_checkpoint(meta, os.path.join(path, META_FILE))
+
     def save_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Every rank writes its shards (``torch.distributed.checkpoint``); ``.metadata`` is written last."""
-        from savepoint.checkpoint.sharded import save_dcp
-
         save_dcp(state, path, process_group)
+
+    def load_sharded_meta(self, path: str) -> dict[str, Any]:
+        return load_file(os.path.join(str(path), META_FILE), map_location="cpu")
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Fill `state` in place from a sharded folder, resharding to this world size; never runs code."""
-        from savepoint.checkpoint.sharded import load_dcp
-
         load_dcp(state, path, process_group)
