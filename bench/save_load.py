@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--only-save", action="store_true", help="stop after the synchronous save rows")
     a = ap.parse_args()
     folder = a.dir or tempfile.mkdtemp(prefix="savepoint-bench-")
+    os.makedirs(folder, exist_ok=True)
     model, opt, ckpt = build_checkpoint(a.gb)
     size = nbytes(ckpt)
     print(f"checkpoint: {size / 1e9:.2f} GB of tensors in {folder}")
