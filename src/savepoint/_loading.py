@@ -12,6 +12,7 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import AttributeDict, decode
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
@@ -29,13 +30,26 @@ def checkpoint_io_or_default(checkpoint_io: CheckpointIO | None, where: str) -> 
 
 
 def read_checkpoint(
-    path: str | Path, map_location: Any = None, checkpoint_io: CheckpointIO | None = None
+    path: str | Path,
+    map_location: Any = None,
+    checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
+    unused_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer."""
+    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer.
+
+    `verify_integrity` (None: the IO's own setting) and `unused_keys` (top-level keys whose tensors the
+    caller does not use: their CRCs are skipped) reach a `TorchCheckpointIO`; other IOs get them only when
+    set, as keyword arguments of their ``load_checkpoint``."""
     path = str(path)
     io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
-    raw = io.load_checkpoint(path, map_location=map_location)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    options: dict[str, Any] = {}
+    if verify_integrity is not None:
+        options["verify_integrity"] = verify_integrity
+    if unused_keys and isinstance(io, TorchCheckpointIO):
+        options["unused_keys"] = unused_keys
+    raw = io.load_checkpoint(path, map_location=map_location, **options)
+    return validated(raw, path)
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -53,7 +67,8 @@ def build_from_hparams(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
-    hparams = decode(dict(checkpoint.get(hparams_key) or {}))
+    # Dataclass hyperparameters are rebuilt if defined beside `cls` (or registered): see hparams.decode.
+    hparams = decode(dict(checkpoint.get(hparams_key) or {}), frozenset({cls.__module__}))
     hparams_name = checkpoint.get(name_key)
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -147,11 +162,15 @@ def load_module_from_checkpoint(
     hparams_file: str | Path | None = None,
     strict: bool = True,
     checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
     io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
-    checkpoint = read_checkpoint(path, map_location=map_location, checkpoint_io=io)
+    # The optimizer state is not used here: its records (two thirds of an Adam checkpoint) are not read.
+    checkpoint = read_checkpoint(
+        path, map_location, io, verify_integrity=verify_integrity, unused_keys=(fmt.OPTIMIZER_STATES,)
+    )
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
         checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)
@@ -174,11 +193,14 @@ def load_datamodule_from_checkpoint(
     checkpoint_path: str | Path,
     hparams_file: str | Path | None = None,
     checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
     io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
-    checkpoint = read_checkpoint(path, map_location="cpu", checkpoint_io=io)
+    # Neither the weights nor the optimizer state are used here: their records are not read.
+    unused = (fmt.STATE_DICT, fmt.OPTIMIZER_STATES)
+    checkpoint = read_checkpoint(path, "cpu", io, verify_integrity=verify_integrity, unused_keys=unused)
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
         checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)

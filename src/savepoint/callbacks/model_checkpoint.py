@@ -24,7 +24,9 @@ from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.sharded import is_abandoned_candidate
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.trainer.preemption import Preempted
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -71,6 +73,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        save_on_exception: bool = False,
         **deprecated: Any,
     ) -> None:
         dirpath, filename, prefix, every_n_epochs, save_top_k = accept_deprecated(
@@ -99,6 +102,7 @@ class ModelCheckpoint(Checkpoint):
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.save_on_exception = save_on_exception
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
         self._every_n_train_steps = every_n_train_steps or 0
@@ -226,7 +230,8 @@ class ModelCheckpoint(Checkpoint):
     # -- when -----------------------------------------------------------------------------------------------
 
     def _skip(self, trainer: Trainer) -> bool:
-        return trainer.sanity_checking or not trainer.training
+        # Lightning's rule: saves happen only in fit, never in the sanity check or a fast_dev_run.
+        return trainer.sanity_checking or trainer.state.fn != "fit" or bool(trainer.fast_dev_run)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
@@ -297,6 +302,8 @@ class ModelCheckpoint(Checkpoint):
         exists = False
         if trainer.is_global_zero:
             exists = trainer.strategy.checkpoint_io.exists(filepath)
+            # An uncommitted sharded folder is no checkpoint: its name is reused, never shifted to -v1.
+            exists = exists and not is_abandoned_candidate(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
@@ -335,9 +342,13 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
+        self._wrote = False
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
         self._last_global_step_saved = trainer.global_step
+        if self._wrote and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _candidates(self) -> list[policy.Candidate]:
         return [
@@ -428,6 +439,7 @@ class ModelCheckpoint(Checkpoint):
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._wrote = True
         except BaseException:
             # Raised before anything was queued (an earlier failure surfacing): nothing to undo here.
             self._journal.forget(path)
@@ -470,6 +482,55 @@ class ModelCheckpoint(Checkpoint):
         before = self._journal.state_before_failure(trainer.strategy.checkpoint_io)
         if before is not None:
             self._apply(before)
+
+    # -- stops: a signal, an exception ----------------------------------------------------------------------
+
+    @property
+    def saves_on_exception(self) -> bool:
+        return bool(self.save_on_exception)
+
+    def save_on_stop(self, trainer: Trainer) -> str | None:
+        """Called on every rank when a signal stops training at a consistent point: save there and return
+        the path to resume from. Without a monitor the file joins the top-k like a periodic save (newest
+        ranks best, the one it replaces is removed); with a monitor a file ranked on a stale score would
+        compete with real ones, so the stop writes ``last.ckpt`` (also when ``save_last`` is off, so that
+        ``ckpt_path="last"`` finds it; it is replaced in place by later stops, never versioned)."""
+        candidates = self._monitor_candidates(trainer)
+        self._last_checkpoint_saved = ""
+        if self.monitor is None and self.save_top_k != 0:
+            self._save_topk(trainer, candidates)
+        written = self._last_checkpoint_saved
+        if self.save_last:
+            self._save_last(trainer, candidates)
+            written = self.last_model_path
+        elif not written:
+            path = self._free_name(
+                trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None
+            )
+            self._write(trainer, path, {"last_model_path": path})
+            self.last_model_path = written = path
+        self._last_global_step_saved = trainer.global_step
+        return written
+
+    def on_exception(self, trainer: Trainer, pl_module: TrainingModule, exception: BaseException) -> None:
+        """With ``save_on_exception=True``: save the last consistent state under the usual file name (and
+        ``last.ckpt`` with ``save_last``), as Lightning names it, then let the exception propagate."""
+        if (
+            not self.save_on_exception
+            or isinstance(exception, Preempted)  # the stop already saved through this callback
+            or not trainer.can_save_on_exception
+            or self._last_global_step_saved == trainer.global_step  # already saved at this step
+        ):
+            return
+        candidates = self._monitor_candidates(trainer)
+        path = self.format_checkpoint_name(candidates)
+        self._write(trainer, path, {})
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = path
+        self._save_last(trainer, candidates)
+        trainer._print(
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}"
+        )
 
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
         """Write ``best_k_models`` as YAML (``best_k_models.yaml`` in ``dirpath`` by default)."""

@@ -19,6 +19,7 @@ import torch
 from savepoint._version import __version__
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import encode_hparams
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointEntry
@@ -113,7 +114,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
 def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
     """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    return validated(raw, path)
 
 
 def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
@@ -244,7 +245,7 @@ def _resumable(trainer: Trainer, entry: CheckpointEntry) -> tuple[dict[str, Any]
             raw = io.load_sharded_meta(entry.path)
         else:
             raw = io.load_checkpoint(entry.path, map_location="cpu")
-        checkpoint = fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, entry.path), entry.path)
+        checkpoint = validated(raw, entry.path)  # the same validation as every load
     except (CheckpointError, OSError) as err:
         return None, f"it fails to load: {err}"
     if fmt.is_weights_only(checkpoint):
@@ -278,13 +279,22 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
             if path is None:
                 path = "" if not skipped else f"!{skipped[0]}"
         path = trainer.strategy.broadcast(path)
-        if not path or path.startswith("!"):
-            where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
-            extra = f" (no candidate can be resumed from; the newest was {path[1:]!r})" if path else ""
+        where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
+        if not path:
+            # The first launch of a job that always passes ckpt_path="last" (elastic restarts, requeues).
+            warnings.warn(
+                f'fit(ckpt_path="last"): no checkpoint under {trainer.default_root_dir!r} (looked in {where!r}, '
+                f"the root's 'checkpoints' folder and every ModelCheckpoint dirpath); training starts from scratch.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        if path.startswith("!"):
             raise CheckpointNotFoundError(
                 f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
-                f"ckpt_path first, or pass the path of a checkpoint.",
+                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): every candidate "
+                f"failed to load; the newest was {path[1:]!r}. Repair or remove the files, or pass the path of "
+                f"a checkpoint.",
                 trainer.default_root_dir,
             )
         return path

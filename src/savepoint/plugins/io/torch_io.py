@@ -10,24 +10,27 @@ import pickle
 import shutil
 import stat
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from savepoint.checkpoint import integrity
 from savepoint.checkpoint.errors import (
+    CheckpointError,
     CheckpointNotFoundError,
     CheckpointWriteError,
     CorruptCheckpointError,
-    UnsafeCheckpointError,
+    interrupt_in,
 )
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io import _spare as spare
 from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
-from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, save_dcp
+from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
 from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
@@ -62,8 +65,25 @@ def _is_cpu_location(map_location: Any) -> bool:
     return False
 
 
-def load_file(path: str, map_location: Any = None, storage_options: dict[str, Any] | None = None) -> Any:
-    """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path."""
+def load_file(
+    path: str,
+    map_location: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    verify_integrity: bool | None = None,
+    max_pickle_bytes: int | None = None,
+    unused_keys: tuple[str, ...] = (),
+) -> Any:
+    """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path.
+
+    The archive is checked before its data reaches the caller (`savepoint.checkpoint.integrity`): record
+    sizes against the pickle, the pickle's size against `max_pickle_bytes` and, unless `verify_integrity`
+    is False (or ``SAVEPOINT_VERIFY_INTEGRITY=0``), every record's CRC32, except those of tensors reached
+    only from the top-level keys `unused_keys`, which the caller promises not to use (a local file's
+    optimizer state when only the weights are loaded: two thirds of an Adam checkpoint, not read at all).
+    """
+    verify = integrity.resolve_verify(verify_integrity)
+    limit = integrity.resolve_max_pickle_bytes(max_pickle_bytes)
     fs, inner = get_fs(path, storage_options)
     if not fs.exists(inner):
         raise CheckpointNotFoundError(
@@ -75,28 +95,34 @@ def load_file(path: str, map_location: Any = None, storage_options: dict[str, An
         raise CorruptCheckpointError(_folder_message(path, fs, inner), path)
     try:
         if is_local(fs):
-            # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
-            mmap = _is_cpu_location(map_location) and zipfile.is_zipfile(inner)
-            return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+            integrity.refuse_empty(os.path.getsize(inner), path)
+            if not zipfile.is_zipfile(inner):  # the legacy (pre-zip) torch.save format: nothing to check
+                return torch.load(inner, map_location=map_location, weights_only=True)
+            wait = integrity.check_local_file(
+                inner, path, verify=verify, limit=limit, unused_keys=unused_keys
+            )
+            try:
+                # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
+                mmap = _is_cpu_location(map_location)
+                return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+            finally:
+                wait()  # a CRC mismatch explains whatever torch.load made of the same bytes
         with fs.open(inner, "rb") as f:
             data = f.read()
+        integrity.refuse_empty(len(data), path)
+        if zipfile.is_zipfile(io.BytesIO(data)):
+            integrity.check_stream(io.BytesIO(data), len(data), path, verify=verify, limit=limit)
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as err:
-        message = str(err)
-        if "weights_only" in message.lower() or "weights only" in message.lower():
-            raise UnsafeCheckpointError(
-                f"{path!r} holds pickled objects that are not plain data (refused, never executed): "
-                f"{message.splitlines()[0] if message else err!r}. savepoint loads only tensors, numbers, strings "
-                f"and containers; re-save the checkpoint with savepoint, or, if you trust its origin, convert it "
-                f"with `savepoint convert --trust-pickle`.",
-                path,
-            ) from err
-        raise CorruptCheckpointError(f"{path!r} is not a readable checkpoint: {err}", path) from err
+        raise integrity.unpickling_error(path, err) from err
     except Exception as err:  # torch raises many types for a file that is not an archive it wrote
         if isinstance(err, FileNotFoundError):
             raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
+        first = (str(err).splitlines() or [""])[0]
         raise CorruptCheckpointError(
-            f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {first}). "
             f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
             f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
             path,
@@ -153,9 +179,26 @@ class TorchCheckpointIO(CheckpointIO):
     supports_sharded = True
     supports_link = True
 
-    def __init__(self, use_spares: bool = True) -> None:
+    def __init__(
+        self,
+        verify_integrity: bool | None = None,
+        max_pickle_bytes: int | None = None,
+        use_spares: bool = True,
+    ) -> None:
+        """`verify_integrity`: check every record's CRC32 on load (None: on, unless the environment variable
+        ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
+        `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
+        ``SAVEPOINT_MAX_PICKLE_BYTES``). `use_spares`: save over an existing name by rewriting its spare in
+        place and swapping it in (see the class docstring)."""
         self.use_spares = use_spares
         self._spare_folders: set[Path] = set()
+        self._created = time.time()  # uncommitted sharded folders older than this are certainly abandoned
+        if verify_integrity is not None:
+            integrity.resolve_verify(verify_integrity)  # a wrong type fails here, not at the first load
+        if max_pickle_bytes is not None:
+            integrity.resolve_max_pickle_bytes(max_pickle_bytes)
+        self.verify_integrity = verify_integrity
+        self.max_pickle_bytes = max_pickle_bytes
         self._active: set[Path] = set()
         self._unlinking: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -204,6 +247,9 @@ class TorchCheckpointIO(CheckpointIO):
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            interrupt = interrupt_in(err)
+            if interrupt is not None and interrupt is not err:
+                raise interrupt from None  # Ctrl-C in a write: the interrupt, not a write error
             if isinstance(err, Exception):
                 cause = _root_os_error(err)
                 hint = ""
@@ -310,6 +356,9 @@ class TorchCheckpointIO(CheckpointIO):
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(inner, buffer.getvalue())
         except Exception as err:
+            interrupt = interrupt_in(err)
+            if interrupt is not None:
+                raise interrupt from None
             raise CheckpointWriteError(
                 f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the object previously at "
                 f"that path, if any, is intact.",
@@ -317,13 +366,30 @@ class TorchCheckpointIO(CheckpointIO):
             ) from err
 
     def load_checkpoint(
-        self, path: str, map_location: Any | None = None, storage_options: Any | None = None, **kwargs: Any
+        self,
+        path: str,
+        map_location: Any | None = None,
+        storage_options: Any | None = None,
+        verify_integrity: bool | None = None,
+        unused_keys: tuple[str, ...] = (),
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first)."""
+        """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first).
+
+        A file passes the integrity checks first; `verify_integrity` overrides the instance's setting, and
+        `unused_keys` names top-level keys the caller will not use (their tensors' CRCs are skipped)."""
         path = str(path)
         if "://" not in path and self.is_sharded_checkpoint(path):
             return load_full(path, self.load_sharded_meta(path), verify_sharded(path).problems)
-        return load_file(path, map_location, storage_options)
+        verify = self.verify_integrity if verify_integrity is None else verify_integrity
+        return load_file(
+            path,
+            map_location,
+            storage_options,
+            verify_integrity=verify,
+            max_pickle_bytes=self.max_pickle_bytes,
+            unused_keys=tuple(unused_keys),
+        )
 
     def remove_checkpoint(self, path: str) -> None:
         fs, inner = get_fs(path)
@@ -339,7 +405,9 @@ class TorchCheckpointIO(CheckpointIO):
         return "://" not in str(path) and os.path.isfile(os.path.join(str(path), COMMIT_FILE))
 
     def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
-        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``."""
+        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``.
+        Uncommitted sharded folders beside it from before this IO existed (crashed saves) are removed."""
+        remove_abandoned(os.path.dirname(os.path.abspath(path)), self._created, keep=os.path.abspath(path))
         prepare_folder(path)
         self.save_checkpoint(meta, os.path.join(path, META_FILE))
 
@@ -348,7 +416,12 @@ class TorchCheckpointIO(CheckpointIO):
         save_dcp(state, path, process_group)
 
     def load_sharded_meta(self, path: str) -> dict[str, Any]:
-        return load_file(os.path.join(str(path), META_FILE), map_location="cpu")
+        return load_file(
+            os.path.join(str(path), META_FILE),
+            map_location="cpu",
+            verify_integrity=self.verify_integrity,
+            max_pickle_bytes=self.max_pickle_bytes,
+        )
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Fill `state` in place from a sharded folder, resharding to this world size; never runs code."""
