@@ -110,6 +110,7 @@ def run(mode: str, a: argparse.Namespace, data: TensorDataset, folder: str) -> d
         plugins=plugins or None,
         enable_checkpointing=mode != "none",
         enable_progress_bar=False,
+        enable_model_summary=False,
         logger=False,
         default_root_dir=folder,
     )
