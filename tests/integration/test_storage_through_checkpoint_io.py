@@ -21,6 +21,7 @@ _SURFACE = (
     "save_checkpoint",
     "load_checkpoint",
     "remove_checkpoint",
+    "link_checkpoint",
     "exists",
     "list_checkpoints",
     "list_folders",

@@ -10,18 +10,17 @@ only after the save that replaces them.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
+from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
@@ -31,6 +30,18 @@ from savepoint.trainer.preemption import Preempted
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
+
+
+# What ModelCheckpoint reports about its files; restored after a background save that failed.
+_BOOKKEEPING = (
+    "best_k_models",
+    "best_model_path",
+    "best_model_score",
+    "kth_best_model_path",
+    "kth_value",
+    "last_model_path",
+    "current_score",
+)
 
 
 class ModelCheckpoint(Checkpoint):
@@ -114,6 +125,8 @@ class ModelCheckpoint(Checkpoint):
         self._dirpath_from_ckpt: str | None = None
         self._validation_has_run = False
         self._io: CheckpointIO | None = None  # the trainer's, from setup on
+        self._planned_last = ""
+        self._journal = WriteJournal()
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -191,6 +204,12 @@ class ModelCheckpoint(Checkpoint):
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if trainer.is_global_zero and stage == "fit":
             self._io.check_writable(self.dirpath)  # fail fast: before the first training step
+        if self.save_last == "link" and "://" in self.dirpath and not self.dirpath.startswith("file://"):
+            raise ValueError(
+                f"ModelCheckpoint(save_last='link', dirpath={self.dirpath!r}): links are made on local folders "
+                f"only. Use save_last=True: it writes the bytes of a save point once there too (a server-side "
+                f"copy where the storage offers one)."
+            )
         if self._save_on_train_epoch_end is None:
             self._save_on_train_epoch_end = not trainer.enable_validation
 
@@ -377,7 +396,11 @@ class ModelCheckpoint(Checkpoint):
             "kth_value": new_best_k[worst.path] if self.monitor else None,
             "current_score": score,
         }
-        self._write(trainer, path, after)
+        # last.ckpt of this save point will be a second name of this file (`_save_last`): record it here
+        # so both names hold the same bytes, and the state that holds once both exist.
+        self._planned_last = self._last_name(trainer, candidates) if self._links_last(trainer) else ""
+        recorded = {**after, "last_model_path": self._planned_last} if self._planned_last else after
+        self._write(trainer, path, recorded)
         self._order[path] = self._next_order
         self._next_order += 1
         self._apply(after)
@@ -391,25 +414,49 @@ class ModelCheckpoint(Checkpoint):
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if not self.save_last:
             return
-        template = self.CHECKPOINT_NAME_LAST
-        path = self._free_name(trainer, candidates, template, self.last_model_path or None)
+        path = self._planned_last or self._last_name(trainer, candidates)
+        self._planned_last = ""
         previous = self.last_model_path
-        linked = False
-        if self.save_last == "link" and self._last_checkpoint_saved:
-            linked = self._link(trainer, self._last_checkpoint_saved, path)
-        if not linked:
+        if self._last_checkpoint_saved and self._links_last(trainer):
+            self._link(trainer, self._last_checkpoint_saved, path)
+        else:
             self._write(trainer, path, {"last_model_path": path})
         self.last_model_path = path
         if previous and previous != path and previous not in self.best_k_models:
             self._remove(trainer, previous)
 
+    def _last_name(self, trainer: Trainer, candidates: dict[str, Any]) -> str:
+        return self._free_name(trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None)
+
+    def _links_last(self, trainer: Trainer) -> bool:
+        """One write per save point: last.ckpt becomes a second name of the top-k file just saved (same
+        state) where the storage makes that cheaper than writing the bytes again."""
+        return bool(self.save_last) and bool(trainer.strategy.supports_link)
+
     def _write(self, trainer: Trainer, path: str, after: dict[str, Any]) -> None:
+        self._remember(trainer, path)
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
             self._wrote = True
+        except BaseException:
+            # Raised before anything was queued (an earlier failure surfacing): nothing to undo here.
+            self._journal.forget(path)
+            raise
         finally:
             self._pending = None
+
+    def _link(self, trainer: Trainer, target: str, link_path: str) -> None:
+        """`link_path` becomes a second name of `target` (a hard link or a copy, made only after `target`
+        committed: an async IO queues it behind the write)."""
+        self._remember(trainer, link_path)
+        if self.verbose:
+            trainer._print(f"Linking {link_path!r} to {target!r}")
+        try:
+            trainer.strategy.link_checkpoint(target, link_path)
+        except BaseException:
+            self._journal.forget(link_path)
+            raise
 
     def _apply(self, after: dict[str, Any]) -> None:
         for key, value in after.items():
@@ -422,25 +469,18 @@ class ModelCheckpoint(Checkpoint):
             _info(trainer, f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
-    def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
-        """Point `link_path` at `target` atomically (a symlink); False when only a copy can work here."""
-        if not trainer._checkpoint_io_is_local_torch(link_path):
-            return False
-        ok = True
-        if trainer.is_global_zero:
-            tmp = Path(link_path).with_name(f".{Path(link_path).name}.sp-tmp-{os.getpid()}-link")
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                os.symlink(os.path.basename(target), tmp)
-                os.replace(tmp, link_path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                ok = False
-        ok = bool(trainer.strategy.broadcast(ok))
-        trainer.strategy.barrier("ModelCheckpoint.link")
-        return ok
+    # -- bookkeeping of background saves --------------------------------------------------------------------
+
+    def _remember(self, trainer: Trainer, path: str) -> None:
+        before = {key: getattr(self, key) for key in _BOOKKEEPING}
+        before["best_k_models"] = dict(self.best_k_models)
+        self._journal.remember(trainer.strategy.checkpoint_io, path, before)
+
+    def teardown(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+        """After a failed background save, the best/last paths and the top-k name only files that exist."""
+        before = self._journal.state_before_failure(trainer.strategy.checkpoint_io)
+        if before is not None:
+            self._apply(before)
 
     # -- stops: a signal, an exception ----------------------------------------------------------------------
 

@@ -154,6 +154,11 @@ class FSDPStrategy(DDPStrategy):
         self._loaded_from_sharded = None
         return super().load_checkpoint(checkpoint_path, map_location)
 
+    @property
+    def supports_link(self) -> bool:
+        """Sharded checkpoints are folders: each save point writes its own (no second names)."""
+        return self.state_dict_type == "full" and self.checkpoint_io.supports_link
+
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None
     ) -> None:

@@ -10,8 +10,9 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
    ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
-   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes. A sharded strategy has
-   rank 0 call ``CheckpointIO.save_sharded_meta`` and then every rank ``CheckpointIO.save_sharded``.
+   rank, naming the rank. ``remove_checkpoint(path)`` and ``link_checkpoint(src, dst)``: likewise, rank 0
+   removes or links. A sharded strategy has rank 0 call ``CheckpointIO.save_sharded_meta`` and then every
+   rank ``CheckpointIO.save_sharded``.
 5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
    strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
    ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
@@ -233,6 +234,31 @@ class Strategy(ABC):
         if self.is_global_zero:
             self.checkpoint_io.remove_checkpoint(filepath)
         self.barrier("remove_checkpoint")
+
+    @property
+    def supports_link(self) -> bool:
+        """Whether `link_checkpoint` is cheaper than a second save (ModelCheckpoint asks)."""
+        return self.checkpoint_io.supports_link
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Give the checkpoint saved at `src` the second name `dst` (rank 0, through the CheckpointIO);
+        every rank returns after it and raises its error, like `save_checkpoint`."""
+        if not self.is_distributed:
+            self.checkpoint_io.link_checkpoint(src, dst)
+            return
+        local_error: Exception | None = None
+        if self.is_global_zero:
+            try:
+                self.checkpoint_io.link_checkpoint(src, dst)
+            except Exception as err:
+                local_error = err
+        error = self.broadcast(
+            None if local_error is None else f"{type(local_error).__name__}: {local_error}"
+        )
+        if error is not None:
+            raise CheckpointWriteError(
+                f"linking checkpoint {dst!r} to {src!r} failed on rank 0: {error}", dst
+            ) from local_error
 
     def teardown(self) -> None:
         self.checkpoint_io.teardown()

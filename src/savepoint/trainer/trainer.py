@@ -17,9 +17,6 @@ from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.datamodule import DataModule
 from savepoint.loggers import Logger
 from savepoint.module import TrainingModule
-from savepoint.plugins.io._fs import get_fs, is_local
-from savepoint.plugins.io.async_io import AsyncCheckpointIO
-from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.strategies.strategy import Strategy
 from savepoint.trainer import checkpointing, logger_connector
 from savepoint.trainer.config import build_config, select_strategy
@@ -201,13 +198,6 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
     def train_elapsed_s(self) -> float:
         """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
         return self._train_elapsed_s()
-
-    def _checkpoint_io_is_local_torch(self, path: str) -> bool:
-        io = self._strategy.checkpoint_io
-        if isinstance(io, AsyncCheckpointIO):
-            io = io.checkpoint_io
-        fs, _ = get_fs(path)
-        return type(io) is TorchCheckpointIO and is_local(fs)
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int, epoch: int) -> None:
         if self._loggers and self.is_global_zero and not self.sanity_checking:

@@ -13,7 +13,7 @@ from savepoint.checkpoint.errors import (
 )
 from savepoint.checkpoint.verify import verify_checkpoint
 from savepoint.plugins.io import TorchCheckpointIO
-from savepoint.plugins.io._fs import TMP_MARKER
+from savepoint.plugins.io._fs import TMP_MARKER, writer_id
 
 
 def _ckpt(value: float = 1.0):
@@ -50,7 +50,7 @@ def test_torch_io_sweeps_temporaries_left_by_a_killed_writer(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    stale = tmp_path / f".a.ckpt{TMP_MARKER}{int(dead.stdout)}-deadbeef"
+    stale = tmp_path / f".a.ckpt{TMP_MARKER}{writer_id()}-{int(dead.stdout)}-deadbeef"
     stale.write_bytes(b"partial")
     TorchCheckpointIO().save_checkpoint(_ckpt(), str(tmp_path / "b.ckpt"))
     assert not stale.exists()

@@ -7,6 +7,8 @@ import errno
 import io
 import os
 import pickle
+import shutil
+import stat
 import threading
 import time
 import zipfile
@@ -24,7 +26,8 @@ from savepoint.checkpoint.errors import (
     interrupt_in,
 )
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
-from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
+from savepoint.plugins.io import _spare as spare
+from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
@@ -32,16 +35,13 @@ from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
 def _keep_aside(final: Path) -> Path | None:
-    """Hard-link the file about to be replaced to a hidden temporary name.
-
-    Replacing a large file frees its blocks inside the rename (0.3 s for 1 GB here); with a second link
-    the rename only drops a name and the blocks are freed later, off the caller's path. A crash before the
-    unlink leaves a temporary name that the next save into the folder sweeps.
-    """
-    if not final.exists() or final.is_symlink():
+    """Hard-link the file about to be replaced to a temporary name in the spare folder (where renames
+    cannot exchange names): freeing a large file's blocks inside the rename took 0.3 s per GB here; with a
+    second name the rename only drops a name and the blocks are freed off the caller's path."""
+    if not final.exists() or final.is_symlink() or final.stat().st_nlink > 1:
         return None
-    aside = temp_name_for(final)
     try:
+        aside = spare.aside_name(final)
         os.link(final, aside)
     except OSError:  # no hard links on this file system: replace directly
         return None
@@ -129,6 +129,24 @@ def load_file(
         ) from err
 
 
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_spare_folder(folder: Path) -> None:
+    spares = folder / spare.SPARE_DIR
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(spares):
+            if entry.name.endswith(spare.SPARE_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        sweep_stale_temps(spares)
+        spares.rmdir()
+
+
 def _folder_message(path: str, fs: Any, inner: str) -> str:
     names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(inner, detail=False))
     if any(n.endswith(".distcp") or n == META_FILE for n in names):
@@ -148,21 +166,32 @@ def _folder_message(path: str, fs: Any, inner: str) -> str:
 class TorchCheckpointIO(CheckpointIO):
     """Saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``.
 
-    Local paths: the archive is streamed into a hidden temporary file in the destination folder, fsynced,
-    renamed over the final name with ``os.replace`` and the folder fsynced: a crash at any moment leaves
-    the old file or the new one. The temporary name (``.<name>.sp-tmp-<pid>-<hex>``) never matches
-    ``*.ckpt``; it is removed when a save fails, and a later save into the folder removes those a killed
-    process left. Other fsspec URLs (``s3://``, ``gs://``, ``memory://``): one put of the whole archive,
-    atomic on object stores.
+    Local paths: the archive is streamed into a hidden temporary file in the destination folder
+    (``.<name>.sp-tmp-<host>.<pidns>-<pid>-<hex>``, never matching ``*.ckpt``), fsynced, put at the final
+    name atomically and the folder fsynced: a crash at any moment leaves the old file or the new one. Saving
+    over an existing name rewrites that name's spare (its previous file, kept in ``.savepoint-spare/``) in
+    place and swaps it in with ``renameat2(RENAME_EXCHANGE)`` where the system offers it (see
+    ``_spare``); ``use_spares=False`` turns that off. A failed save removes its temporary; a later save into
+    the folder removes those whose writer is certainly gone; ``teardown()`` removes the spares. Other
+    fsspec URLs (``s3://``, ``gs://``, ``memory://``): one put of the whole archive, atomic on object stores.
     """
 
     supports_sharded = True
+    supports_link = True
 
-    def __init__(self, verify_integrity: bool | None = None, max_pickle_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        verify_integrity: bool | None = None,
+        max_pickle_bytes: int | None = None,
+        use_spares: bool = True,
+    ) -> None:
         """`verify_integrity`: check every record's CRC32 on load (None: on, unless the environment variable
         ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
         `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
-        ``SAVEPOINT_MAX_PICKLE_BYTES``)."""
+        ``SAVEPOINT_MAX_PICKLE_BYTES``). `use_spares`: save over an existing name by rewriting its spare in
+        place and swapping it in (see the class docstring)."""
+        self.use_spares = use_spares
+        self._spare_folders: set[Path] = set()
         self._created = time.time()  # uncommitted sharded folders older than this are certainly abandoned
         if verify_integrity is not None:
             integrity.resolve_verify(verify_integrity)  # a wrong type fails here, not at the first load
@@ -195,6 +224,10 @@ class TorchCheckpointIO(CheckpointIO):
         with self._lock:
             self._active.add(tmp)
             sweep_stale_temps(folder, self._active)
+            spare.sweep_spares(folder)
+        # Saving over a regular file: rewrite its spare in place (3-4x faster than a new file here).
+        in_place = spare.open_spare(final) if self.use_spares and _regular(final) else None
+        target = spare.spare_path(final) if in_place is not None else tmp
         try:
             # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
             # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
@@ -202,18 +235,15 @@ class TorchCheckpointIO(CheckpointIO):
             # training: write without it and fill the CRCs with zlib, which releases the GIL. On the
             # caller's thread training waits for the save anyway, and the in-line pass is cheaper.
             background = threading.current_thread() is not threading.main_thread()
-            with open(tmp, "xb") as f:
+            with in_place if in_place is not None else open(tmp, "xb") as f:
                 with crc_disabled() if background else contextlib.nullcontext():
                     torch.save(checkpoint, f)
+                f.truncate()  # a rewritten spare may have been longer
                 f.flush()
-            if background:
-                fill_crc32(tmp)
-            fsync_path(tmp)
-            previous = _keep_aside(final)
-            os.replace(tmp, final)
-            fsync_path(folder)
-            if previous is not None:
-                self._unlink_in_background(previous)
+                if background:
+                    fill_crc32(target)
+                os.fsync(f.fileno())
+                self._commit(target, final, in_place is not None)  # under the spare's lock
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -235,7 +265,26 @@ class TorchCheckpointIO(CheckpointIO):
             with self._lock:
                 self._active.discard(tmp)
 
-    def _unlink_in_background(self, path: Path) -> None:
+    def _commit(self, written: Path, final: Path, is_spare: bool) -> None:
+        """Put the fsynced file `written` at `final` atomically; the previous file becomes the spare (or
+        is freed off the caller's path). Nothing is left under a hidden name in the folder."""
+        if self.use_spares and os.path.lexists(final) and exchange(written, final):
+            fsync_path(final.parent)
+            self._spare_folders.add(final.parent)
+            if not is_spare:
+                self._unlink_later(spare.retire(written, final))
+            return
+        previous = _keep_aside(final)
+        os.replace(written, final)
+        fsync_path(final.parent)
+        if previous is not None:
+            self._spare_folders.add(final.parent)
+        self._unlink_later(previous)
+
+    def _unlink_later(self, path: Path | None) -> None:
+        if path is None:
+            return
+
         def unlink() -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -246,11 +295,56 @@ class TorchCheckpointIO(CheckpointIO):
             self._unlinking = [t for t in self._unlinking if t.is_alive()] + [thread]
 
     def teardown(self) -> None:
-        """Wait for the old copies of replaced files to be freed (nothing is left beside the checkpoints)."""
+        """Free what replaced files left (old bytes on their way out, spares): nothing stays beside the
+        checkpoints once training is over."""
         with self._lock:
             pending, self._unlinking = self._unlinking, []
+            folders, self._spare_folders = self._spare_folders, set()
         for thread in pending:
             thread.join()
+        for folder in folders:
+            _remove_spare_folder(folder)
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Give the committed checkpoint `src` a second name `dst`, atomically: a hard link to a temporary
+        name renamed over `dst` (a copy where the file system has no hard links); a server-side copy on
+        object stores. Removing either name later never affects the other."""
+        fs, inner_src = get_fs(src)
+        _, inner_dst = get_fs(dst)
+        if inner_src == inner_dst:
+            return
+        try:
+            if is_local(fs):
+                self._link_local(Path(inner_src), Path(inner_dst))
+            else:
+                fs.copy(inner_src, inner_dst)
+        except Exception as err:
+            raise CheckpointWriteError(
+                f"linking checkpoint {dst!r} to {src!r} failed ({type(err).__name__}: {err}); the file "
+                f"previously at {dst!r}, if any, is intact.",
+                dst,
+            ) from err
+
+    def _link_local(self, src: Path, dst: Path) -> None:
+        tmp = temp_name_for(dst)
+        with self._lock:
+            self._active.add(tmp)
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                shutil.copyfile(src, tmp)
+                fsync_path(tmp)
+            self._commit(tmp, dst, False)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            with self._lock:
+                self._active.discard(tmp)
 
     def _save_remote(self, checkpoint: dict[str, Any], fs: Any, inner: str, shown: str) -> None:
         buffer = io.BytesIO()
@@ -299,6 +393,8 @@ class TorchCheckpointIO(CheckpointIO):
 
     def remove_checkpoint(self, path: str) -> None:
         fs, inner = get_fs(path)
+        if is_local(fs):
+            spare.remove_spare(Path(inner))
         if fs.exists(inner) or (is_local(fs) and os.path.islink(inner)):
             if is_local(fs) and os.path.islink(inner):
                 os.unlink(inner)
