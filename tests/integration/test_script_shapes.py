@@ -197,8 +197,8 @@ class UnfreezeAt(sp.Callback):
     def _apply(self, trainer, pl_module) -> None:
         pl_module.backbone.requires_grad_(trainer.current_epoch >= self.milestone)
 
-    def on_fit_start(self, trainer, pl_module):
-        self._apply(trainer, pl_module)
+    def on_train_start(self, trainer, pl_module):
+        self._apply(trainer, pl_module)  # after a resume restored the loop (on_fit_start comes before)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._apply(trainer, pl_module)

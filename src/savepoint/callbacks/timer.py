@@ -112,9 +112,11 @@ class Timer(Callback):
     def _check_time_remaining(self, trainer: Trainer) -> None:
         assert self._duration is not None
         should_stop = trainer.strategy.broadcast(self.time_elapsed("train") >= self._duration)
-        if should_stop and not trainer.should_stop and self._verbose and trainer.is_global_zero:
+        if should_stop and not trainer.should_stop:
             elapsed = timedelta(seconds=int(self.time_elapsed("train")))
-            print(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
+            trainer.stop_reason = f"time limit reached ({elapsed} of {timedelta(seconds=self._duration)})"
+            if self._verbose and trainer.is_global_zero:
+                print(f"Time limit reached. Elapsed time is {elapsed}. Signaling Trainer to stop.")
         trainer.should_stop = trainer.should_stop or should_stop
 
     # -- checkpoint -------------------------------------------------------------------------------------------

@@ -211,7 +211,7 @@ class RichProgressBar(ProgressBar):
     def _eval_start(self, trainer: Trainer, description: str, total: int | float) -> None:
         self._start(trainer)
         self._eval_done = 0
-        if self._plain is not None and not trainer.training and not trainer.sanity_checking:
+        if self._plain is not None and trainer.state.fn != "fit":
             self._plain.start(total)
         if self.progress is not None:
             self._eval_id = self.progress.add_task(description, total=self._total(total), metrics="")
@@ -230,9 +230,9 @@ class RichProgressBar(ProgressBar):
             if self.train_progress_bar_id is not None:
                 self.progress.update(self.train_progress_bar_id, metrics=self._metrics_text(trainer))
             self.progress.refresh()
-        elif self._plain is not None and not trainer.training and not trainer.sanity_checking:
+        elif self._plain is not None and trainer.state.fn != "fit":
             self._plain.line(description, self._eval_done, self.get_metrics(trainer, trainer.training_module))
-        if not trainer.training and not trainer.sanity_checking:
+        if trainer.state.fn != "fit":
             self._stop()  # validate / test / predict outside fit: the bar ends with the run
 
     def on_sanity_check_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
