@@ -69,3 +69,13 @@ def test_failure_on_rank_0_of_a_self_launched_job_ends_every_rank_with_a_short_m
     # rank 1 was blocked in the step's all-reduce: its watchdog saw rank 0's record and ended it
     assert "savepoint: rank 0 failed (ValueError: injected failure on rank 0); rank 1 exits." in proc.stderr
     assert not (tmp_path / "out.rank1").exists()
+
+
+def test_failure_on_a_child_rank_of_a_self_launched_job_reaches_rank_0_as_rank_failed(tmp_path):
+    cmd = [sys.executable, str(JOB), "run", "out", "--self-launch", "--raise-on-rank", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode != 0
+    assert _result(tmp_path, "out", 1)["error"] == "ValueError: injected failure on rank 1"
+    # rank 0's collective broke when rank 1 exited; it names the failing rank and its error
+    expected = "RankFailedError: rank 1 failed (ValueError: injected failure on rank 1); rank 0 stopped too."
+    assert _result(tmp_path, "out", 0)["error"] == expected
