@@ -76,6 +76,10 @@ def test_failure_on_a_child_rank_of_a_self_launched_job_reaches_rank_0_as_rank_f
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
     assert proc.returncode != 0
     assert _result(tmp_path, "out", 1)["error"] == "ValueError: injected failure on rank 1"
-    # rank 0's collective broke when rank 1 exited; it names the failing rank and its error
-    expected = "RankFailedError: rank 1 failed (ValueError: injected failure on rank 1); rank 0 stopped too."
-    assert _result(tmp_path, "out", 0)["error"] == expected
+    # rank 0 names the failing rank and its error: raised as RankFailedError when its collective broke
+    # (rank 1's sockets closed), or printed by its watchdog when that took longer than the grace period
+    raised = (
+        "rank 0: RankFailedError: rank 1 failed (ValueError: injected failure on rank 1); rank 0 stopped too."
+    )
+    printed = "savepoint: rank 1 failed (ValueError: injected failure on rank 1); rank 0 exits."
+    assert raised in proc.stdout or printed in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
