@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from savepoint import plotting
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError
 
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output")
     p.set_defaults(func=cmd_upgrade)
+    plotting.add_parser(sub)
     return parser
 
 

@@ -211,7 +211,8 @@ class ModelCheckpoint(Checkpoint):
     # -- when -----------------------------------------------------------------------------------------------
 
     def _skip(self, trainer: Trainer) -> bool:
-        return trainer.sanity_checking or not trainer.training
+        # Lightning's rule: saves happen only in fit, never in the sanity check or a fast_dev_run.
+        return trainer.sanity_checking or trainer.state.fn != "fit" or bool(trainer.fast_dev_run)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
@@ -322,9 +323,13 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
+        self._wrote = False
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
         self._last_global_step_saved = trainer.global_step
+        if self._wrote and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _candidates(self) -> list[policy.Candidate]:
         return [
@@ -403,6 +408,7 @@ class ModelCheckpoint(Checkpoint):
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._wrote = True
         finally:
             self._pending = None
 
