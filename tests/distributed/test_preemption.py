@@ -69,3 +69,17 @@ def test_failure_on_rank_0_of_a_self_launched_job_ends_every_rank_with_a_short_m
     # rank 1 was blocked in the step's all-reduce: its watchdog saw rank 0's record and ended it
     assert "savepoint: rank 0 failed (ValueError: injected failure on rank 0); rank 1 exits." in proc.stderr
     assert not (tmp_path / "out.rank1").exists()
+
+
+def test_failure_on_a_child_rank_of_a_self_launched_job_reaches_rank_0_as_rank_failed(tmp_path):
+    cmd = [sys.executable, str(JOB), "run", "out", "--self-launch", "--raise-on-rank", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode != 0
+    assert _result(tmp_path, "out", 1)["error"] == "ValueError: injected failure on rank 1"
+    # rank 0 names the failing rank and its error: raised as RankFailedError when its collective broke
+    # (rank 1's sockets closed), or printed by its watchdog when that took longer than the grace period
+    raised = (
+        "rank 0: RankFailedError: rank 1 failed (ValueError: injected failure on rank 1); rank 0 stopped too."
+    )
+    printed = "savepoint: rank 1 failed (ValueError: injected failure on rank 1); rank 0 exits."
+    assert raised in proc.stdout or printed in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -7,7 +7,8 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
 2. ``connect(model)``; ``setup(trainer)``: move/wrap the model; ``setup_optimizers`` after
    ``configure_optimizers``. A sharded strategy checks here that its `CheckpointIO` can write shards.
 3. During training: ``batch_to_device``, ``training_step``/``validation_step`` through the wrapped model,
-   ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
+   ``reduce``/``broadcast``/``barrier`` for agreement between ranks; ``max_across_ranks(flag)`` after each
+   batch to agree on a stop signal (multi-process only).
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
    rank, naming the rank. ``remove_checkpoint(path)`` and ``link_checkpoint(src, dst)``: likewise, rank 0
@@ -16,7 +17,10 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
 5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
    strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
    ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
-6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
+6. On an exception in fit, on the failing rank(s) only: ``failure_of_other_rank()`` (did a peer fail
+   first?), else ``report_failure(message)``; after the ``on_exception`` callbacks, ``abort()``. No
+   collective is made on this path: the other ranks may never join it.
+7. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
    raises its pending error.
 
 The Trainer never opens files or checks ranks itself, and a strategy never touches a path itself:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
+import torch.distributed
+
 from savepoint.checkpoint.errors import CheckpointWriteError
 from savepoint.trainer import preemption
 from savepoint.trainer.preemption import Preempted, RankFailedError
@@ -87,7 +90,7 @@ class FitGuard:
             return err
         if t.world_size > 1 and not _raised_on_every_rank(err):
             peer = t.strategy.failure_of_other_rank()
-            if peer is not None:
+            if peer is not None and _is_broken_collective(err):
                 t._exception_save_allowed = False
                 return RankFailedError(
                     f"rank {peer[0]} failed ({peer[1]}); rank {t.global_rank} stopped too."
@@ -113,6 +116,16 @@ class FitGuard:
         t = self.trainer
         if t.world_size > 1 and not isinstance(err, Preempted) and not _raised_on_every_rank(err):
             t.strategy.abort()
+
+
+def _is_broken_collective(err: BaseException) -> bool:
+    """A collective failed because a peer went away (as opposed to this rank's own error, kept as it is)."""
+    if isinstance(err, torch.distributed.DistError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        marker in text for marker in ("gloo", "Connection closed", "Connection reset", "NCCL", "Broken pipe")
+    )
 
 
 def _raised_on_every_rank(err: BaseException) -> bool:
