@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import savepoint as sp
 from helpers import loaders
@@ -108,3 +109,23 @@ def test_validate_without_a_terminal_prints_a_validation_line(capsys):
     trainer.validate(Shown(), loaders()[1], verbose=False)
     lines = capsys.readouterr().err.splitlines()
     assert re.fullmatch(r"Validation: 100% 2/2 \[\d\d:\d\d, \S+it/s\] val_loss=0\.\d+", lines[-1])
+
+
+def test_test_and_predict_without_a_terminal_print_a_line_each(capsys):
+    class Evaluated(Shown):
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self.validation_loss(batch), prog_bar=True)
+
+        def predict_step(self, batch, batch_idx):
+            return self(batch[0])
+
+        def validation_loss(self, batch):
+            return torch.nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+    trainer = sp.Trainer(enable_model_summary=False, logger=False)
+    model = Evaluated()
+    trainer.test(model, loaders()[1], verbose=False)
+    trainer.predict(model, loaders()[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"Testing: 2 \[\d\d:\d\d, \S+it/s\] test_loss=0\.\d+", lines[-2])
+    assert lines[-1].startswith("Predicting: 2 [")

@@ -40,6 +40,11 @@ def epoch_description(trainer: Trainer) -> str:
     )
 
 
+def in_fit(trainer: Trainer) -> bool:
+    """Whether an evaluation runs inside ``fit`` (sanity check, validation), not on its own."""
+    return trainer.state.fn == "fit"
+
+
 class PlainLines:
     """Progress as whole lines: ``Epoch 1/4: 100% 16/16 [00:02, 7.51it/s] train_loss=0.41 v_num=0``."""
 

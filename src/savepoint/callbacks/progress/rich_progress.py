@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from savepoint.callbacks.progress.progress_bar import PlainLines, ProgressBar, epoch_description
+from savepoint.callbacks.progress.progress_bar import PlainLines, ProgressBar, epoch_description, in_fit
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -211,7 +211,7 @@ class RichProgressBar(ProgressBar):
     def _eval_start(self, trainer: Trainer, description: str, total: int | float) -> None:
         self._start(trainer)
         self._eval_done = 0
-        if self._plain is not None and trainer.state.fn != "fit":
+        if self._plain is not None and not in_fit(trainer):
             self._plain.start(total)
         if self.progress is not None:
             self._eval_id = self.progress.add_task(description, total=self._total(total), metrics="")
@@ -225,15 +225,20 @@ class RichProgressBar(ProgressBar):
 
     def _eval_end(self, trainer: Trainer, description: str) -> None:
         if self.progress is not None and self._eval_id is not None:
-            self.progress.remove_task(self._eval_id)
+            if in_fit(trainer):  # the training bar stays; this one goes
+                self.progress.remove_task(self._eval_id)
+                if self.train_progress_bar_id is not None:
+                    self.progress.update(self.train_progress_bar_id, metrics=self._metrics_text(trainer))
+            else:
+                self.progress.update(
+                    self._eval_id, completed=self._eval_done, metrics=self._metrics_text(trainer)
+                )
             self._eval_id = None
-            if self.train_progress_bar_id is not None:
-                self.progress.update(self.train_progress_bar_id, metrics=self._metrics_text(trainer))
             self.progress.refresh()
-        elif self._plain is not None and trainer.state.fn != "fit":
+        elif self._plain is not None and not in_fit(trainer):
             self._plain.line(description, self._eval_done, self.get_metrics(trainer, trainer.training_module))
-        if trainer.state.fn != "fit":
-            self._stop()  # validate / test / predict outside fit: the bar ends with the run
+        if not in_fit(trainer):
+            self._stop()  # validate / test / predict on their own: the bar ends (and stays) with the run
 
     def on_sanity_check_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         self._start(trainer)

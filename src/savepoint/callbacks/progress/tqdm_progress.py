@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from savepoint.callbacks.progress.progress_bar import PlainLines, ProgressBar, epoch_description
+from savepoint.callbacks.progress.progress_bar import PlainLines, ProgressBar, epoch_description, in_fit
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -146,7 +146,7 @@ class TQDMProgressBar(ProgressBar):
 
     def _eval_start(self, trainer: Trainer, description: str, total: int | float) -> None:
         self._eval_done = 0
-        standalone = trainer.state.fn != "fit"
+        standalone = not in_fit(trainer)
         if self._begin(trainer):
             self._eval_bar = self._bar(description, total, leave=standalone, offset=0 if standalone else 1)
         elif self._plain is not None and standalone:
@@ -159,7 +159,7 @@ class TQDMProgressBar(ProgressBar):
             self._eval_bar.refresh()
 
     def _eval_end(self, trainer: Trainer, description: str) -> None:
-        standalone = trainer.state.fn != "fit"
+        standalone = not in_fit(trainer)
         if self._eval_bar is not None:
             self._eval_bar.n = self._eval_done
             self._eval_bar.close()
