@@ -16,12 +16,18 @@ from savepoint.hparams import AttributeDict, decode
 
 
 def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder, outside any Trainer."""
+    """Load, check and upgrade a checkpoint file, sharded folder or safetensors export folder, outside any Trainer."""
+    from savepoint.checkpoint.export import is_export_dir, read_export
     from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
     from savepoint.plugins.io.torch_io import load_file
 
     path = str(path)
-    raw = load_sharded_as_full(path) if is_sharded_checkpoint(path) else load_file(path, map_location)
+    if is_sharded_checkpoint(path):
+        raw = load_sharded_as_full(path)
+    elif is_export_dir(path):  # `savepoint export --safetensors`: a weights-only checkpoint
+        raw = read_export(path)
+    else:
+        raw = load_file(path, map_location)
     return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
 
 

@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import pickle
+import re
 import threading
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
 )
+from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
@@ -59,6 +61,9 @@ def _is_cpu_location(map_location: Any) -> bool:
     return False
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def load_file(path: str, map_location: Any = None, storage_options: dict[str, Any] | None = None) -> Any:
     """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path."""
     fs, inner = get_fs(path, storage_options)
@@ -78,16 +83,20 @@ def load_file(path: str, map_location: Any = None, storage_options: dict[str, An
         if is_local(fs):
             # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
             mmap = _is_cpu_location(map_location) and zipfile.is_zipfile(inner)
-            return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+            with foreign_containers_allowed():  # Lightning files: Namespace hyperparameters, nothing else
+                return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
         with fs.open(inner, "rb") as f:
             data = f.read()
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        with foreign_containers_allowed():
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        message = str(err)
+        message = _ANSI_ESCAPE.sub("", str(err))  # torch's text carries terminal bold codes
         if "weights_only" in message.lower() or "weights only" in message.lower():
+            # The line naming the refused global says what is wrong; the rest is torch's advice to unpickle.
+            reason = next((ln for ln in message.splitlines() if "Unsupported" in ln), message.splitlines()[0])
             raise UnsafeCheckpointError(
                 f"{path!r} holds pickled objects that are not plain data (refused, never executed): "
-                f"{message.splitlines()[0] if message else err!r}. savepoint loads only tensors, numbers, strings "
+                f"{reason.split(' Please use')[0].strip()} savepoint loads only tensors, numbers, strings "
                 f"and containers; re-save the checkpoint with savepoint, or, if you trust its origin, convert it "
                 f"with `savepoint convert --trust-pickle`.",
                 path,
