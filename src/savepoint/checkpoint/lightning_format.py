@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError
-from savepoint.hparams import AttributeDict, decode
+from savepoint.hparams import decode
 
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
 # The Lightning release whose layout `to_lightning` writes (any 2.x reads it).
@@ -40,11 +41,19 @@ _ATTRIBUTE_DICTS = (
 )
 
 
+class _AsPlainDict:
+    """Stands in for Lightning's ``AttributeDict`` while unpickling: builds a plain ``dict`` (the
+    weights-only unpickler fills only exact dicts), which savepoint reads as hyperparameters anyway."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[misc]
+        return {}
+
+
 @contextlib.contextmanager
 def foreign_containers_allowed() -> Iterator[None]:
     """Within this block a weights-only load may build ``argparse.Namespace`` and Lightning's
-    ``AttributeDict`` (read as savepoint's, a plain dict subclass). Nothing is imported."""
-    allowed: list[Any] = [argparse.Namespace, *((AttributeDict, name) for name in _ATTRIBUTE_DICTS)]
+    ``AttributeDict`` (as a plain dict). Nothing is imported; every other class is still refused."""
+    allowed: list[Any] = [argparse.Namespace, *((_AsPlainDict, name) for name in _ATTRIBUTE_DICTS)]
     with torch.serialization.safe_globals(allowed):
         yield
 
@@ -159,10 +168,18 @@ def _step_scheduler(
     scheduler = cls.__new__(cls)
     scheduler.optimizer = optimizer
     scheduler.load_state_dict(sched_state)
-    if config.get("monitor"):
-        scheduler.step(float(metrics[config["monitor"]]))
-    else:
-        scheduler.step()
+    with warnings.catch_warnings():  # torch warns that the stand-in optimizer never stepped
+        warnings.simplefilter("ignore", UserWarning)
+        if config.get("monitor"):
+            if config["monitor"] not in metrics:
+                raise CheckpointError(
+                    f"{path!r}: its ReduceLROnPlateau monitors {config['monitor']!r}, which the file's logged metrics "
+                    f"do not hold, so its pending end-of-epoch step cannot be applied for Lightning.",
+                    path,
+                )
+            scheduler.step(float(metrics[config["monitor"]]))
+        else:
+            scheduler.step()
     new_groups = [
         {**old, **{k: v for k, v in g.items() if k != "params" and k in old}}
         for old, g in zip(opt_state["param_groups"], optimizer.param_groups)

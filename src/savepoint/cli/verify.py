@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from savepoint.checkpoint.errors import CheckpointError
+from savepoint.cli import _read
 from savepoint.cli._common import add_command, emit, human_size, text
 
 
@@ -26,6 +28,11 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.paths:
         report = verify_checkpoint(path)
+        if report.ok:
+            try:  # the layout checks every other command applies: one answer for "is this file usable?"
+                _read.load_raw(path)
+            except CheckpointError as err:
+                report.ok, report.problems = False, [str(err)]
         if report.ok:
             line = text("OK   ", style="green")
             line.append(

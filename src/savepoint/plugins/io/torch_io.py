@@ -21,6 +21,7 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
 )
+from savepoint.checkpoint.export import is_export_dir, read_export
 from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
@@ -74,6 +75,8 @@ def load_file(path: str, map_location: Any = None, storage_options: dict[str, An
             path,
         )
     if fs.isdir(inner):
+        if is_export_dir(path):  # `savepoint export --safetensors`: a weights-only checkpoint
+            return read_export(path)
         raise CorruptCheckpointError(
             f"{path!r} is a folder but not a sharded checkpoint (no '.metadata' file): an interrupted sharded "
             f"save leaves such a folder. Choose another checkpoint.",
