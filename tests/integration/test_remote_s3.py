@@ -59,3 +59,21 @@ def test_s3_training_checkpoints_resume_and_load(s3_endpoint):
 def test_s3_missing_object_is_a_typed_error(s3_endpoint):
     with pytest.raises(sp.CheckpointNotFoundError, match=r"s3://ckpts/none.ckpt"):
         sp.TorchCheckpointIO().load_checkpoint("s3://ckpts/none.ckpt")
+
+
+def test_s3_ls_and_inspect_read_a_run_in_a_bucket(s3_endpoint, capsys):
+    import json
+
+    from savepoint.cli import main
+
+    cb = sp.ModelCheckpoint(dirpath="s3://ckpts/listed", monitor="val_loss", save_last=True)
+    quiet_trainer(max_epochs=1, callbacks=[cb]).fit(TinyModel(), *loaders())
+    assert main(["ls", "s3://ckpts/listed", "--verify", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in rows] == [
+        "s3://ckpts/listed/epoch=0-step=8.ckpt",
+        "s3://ckpts/listed/last.ckpt",
+    ]
+    assert all(r["monitor"] == "val_loss" and r["status"] == "ok (crc)" for r in rows)
+    assert main(["inspect", "s3://ckpts/listed/last.ckpt", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["position"]["global_step"] == 8

@@ -6,10 +6,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import (
@@ -277,3 +279,26 @@ def _join(prefix: str, inner: str, root: str) -> str:
         return inner
     protocol = root.split("://", 1)[0]
     return f"{protocol}://{inner.lstrip('/')}" if protocol != "memory" else f"memory://{inner}"
+
+
+def verify_problems(path: str) -> list[str]:
+    """What `verify` finds wrong with `path` (local files and folders), or each record's CRC32 read
+    through fsspec for other URLs; [] when whole."""
+    from savepoint.checkpoint.verify import verify_checkpoint
+
+    fs, inner = get_fs(path)
+    if isinstance(fs, LocalFileSystem):
+        return list(verify_checkpoint(path).problems)
+    problems = []
+    try:
+        with fs.open(inner, "rb") as f, zipfile.ZipFile(f) as archive:
+            for info in archive.infolist():
+                try:
+                    with archive.open(info) as record:
+                        while record.read(1 << 22):
+                            pass
+                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                    problems.append(f"record {info.filename!r}: {err}")
+    except (zipfile.BadZipFile, OSError) as err:
+        problems.append(f"not a readable zip archive ({err}): torn, truncated, or not a torch.save file")
+    return problems
