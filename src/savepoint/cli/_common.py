@@ -111,7 +111,7 @@ def _json_default(value: Any) -> Any:
 
 
 def human_size(n: int | None) -> str:
-    """Bytes in binary units with three significant digits: ``812 B``, ``1.53 KiB``, ``24.1 MiB``."""
+    """Bytes in binary units with three significant digits: ``812 B``, ``1.53 KiB``, ``24.1 MiB``, ``394 KiB``."""
     if n is None:
         return "-"
     if n < 1024:
@@ -119,7 +119,8 @@ def human_size(n: int | None) -> str:
     exponent = min(int(math.log(n, 1024)), 4)
     value = n / 1024**exponent
     unit = ("B", "KiB", "MiB", "GiB", "TiB")[exponent]
-    return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
+    decimals = 2 if value < 10 else 1 if value < 100 else 0
+    return f"{value:.{decimals}f} {unit}"
 
 
 def scalar(value: Any) -> Any:

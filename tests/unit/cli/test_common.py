@@ -16,9 +16,10 @@ from savepoint.cli._common import add_command, clean, human_size
     [
         (0, "0 B"),
         (712, "712 B"),
-        (1536, "1.5 KiB"),
+        (1536, "1.50 KiB"),
         (33_900, "33.1 KiB"),
-        (5 * 1024**3, "5 GiB"),
+        (5 * 1024**3, "5.00 GiB"),
+        (394 * 1024, "394 KiB"),
         (None, "-"),
     ],
 )
