@@ -151,6 +151,16 @@ def test_inspect_shows_a_sharded_layout(sharded_dir, capsys):
     assert main(["ls", str(sharded_dir.parent), "--verify"]) == 0
 
 
+def test_convert_and_diff_a_sharded_folder(sharded_dir, tmp_path, capsys):
+    assert main(["convert", str(sharded_dir), str(tmp_path / "full.ckpt")]) == 0
+    assert main(["diff", str(sharded_dir), str(tmp_path / "full.ckpt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["identical"]
+    assert main(["export", str(sharded_dir), "--safetensors", str(tmp_path / "exported")]) == 0
+    full = torch.load(tmp_path / "full.ckpt", weights_only=True)["state_dict"]
+    model = TinyModel.load_from_checkpoint(tmp_path / "exported")
+    assert all(torch.equal(model.state_dict()[k], full[k]) for k in full)
+
+
 def test_diff_exit_codes_and_per_tensor_differences(run_dir, capsys):
     same = run_cli("diff", str(run_dir / "last.ckpt"), str(run_dir / "epoch=1-step=16.ckpt"))
     assert same.returncode == 0 and same.stdout.startswith("identical"), same.stderr
@@ -281,8 +291,8 @@ def test_paths_with_brackets_print_exactly(run_dir, tmp_path, capsys):
     shutil.copy(run_dir / "last.ckpt", odd / "last [v2].ckpt")
     assert main(["ls", str(tmp_path / "run [seed=1]")]) == 0
     assert "last [v2].ckpt" in capsys.readouterr().out
-    proc = run_cli("inspect", str(odd / "last [v2].ckpt"))
-    assert proc.returncode == 0 and f"checkpoint {odd / 'last [v2].ckpt'}" in proc.stdout
+    assert main(["inspect", str(odd / "last [v2].ckpt")]) == 0
+    assert f"checkpoint {odd / 'last [v2].ckpt'}" in capsys.readouterr().out
     proc = run_cli("inspect", str(odd / "nope[/b].ckpt"))
     assert proc.returncode == 2 and "nope[/b].ckpt" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -123,6 +123,7 @@ def savepoint_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.filterwarnings("ignore:.*holds state for callback")
 @pytest.mark.parametrize(
     "name",
     [

@@ -48,3 +48,12 @@ def test_add_command_help_has_description_and_examples(capsys):
         parser.parse_args(["hello", "--help"])
     out = capsys.readouterr().out
     assert "Says hello." in out and "examples:\n  savepoint hello" in out
+
+
+def test_console_entry_point_is_the_dispatcher():
+    from importlib.metadata import entry_points
+
+    from savepoint.cli import main
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "savepoint"]
+    assert script.value == "savepoint.cli:main" and script.load() is main
