@@ -74,6 +74,8 @@ def _eval_loop() -> dict[str, Any]:
 def _stage(fit: dict[str, Any]) -> str:
     """Where savepoint stopped: between epochs, inside an epoch, or at its end (schedulers pending)."""
     phase = fit.get("phase", "epoch_start")
+    if phase == "epoch_done":  # upgraded from a layout without the position: the next epoch starts afresh
+        return "between"
     num_batches = (fit.get("data") or {}).get("num_batches")
     done = int(fit.get("batches_done", 0))
     if phase == "epoch_start":
@@ -88,6 +90,8 @@ def _stage(fit: dict[str, Any]) -> str:
 def lightning_loops(fit: dict[str, Any]) -> dict[str, Any]:
     """Lightning's ``loops`` tree for savepoint's fit-loop state `fit`."""
     epoch, done = int(fit.get("epoch", 0)), int(fit.get("batches_done", 0))
+    if fit.get("phase") == "epoch_done":
+        epoch += 1
     step, total = int(fit.get("global_step", 0)), int(fit.get("total_batches", 0))
     stage = _stage(fit)
     # A save in on_train_batch_end has not counted that batch as completed yet (Lightning's order too).

@@ -256,7 +256,6 @@ def find_checkpoints(root: str) -> list[str]:
         raise CheckpointNotFoundError(f"no such folder: {root!r}", root)
     if not fs.isdir(inner):
         return [root]
-    prefix = root[: len(root) - len(inner)] if root.endswith(inner) else ""
     found: list[str] = []
     entries = fs.find(inner, maxdepth=6, withdirs=True, detail=True)
     sharded = {p.rsplit("/", 1)[0] for p in entries if p.endswith("/" + COMMIT_FILE)}
@@ -268,17 +267,15 @@ def find_checkpoints(root: str) -> list[str]:
         if (
             path in sharded
             or (info.get("type") == "file" and name.endswith(".ckpt"))
-            or (info.get("type") == "directory" and is_export_dir(_join(prefix, path, root)))
+            or (info.get("type") == "directory" and is_export_dir(_url(fs, path)))
         ):
-            found.append(_join(prefix, path, root))
+            found.append(_url(fs, path))
     return found
 
 
-def _join(prefix: str, inner: str, root: str) -> str:
-    if "://" not in root:
-        return inner
-    protocol = root.split("://", 1)[0]
-    return f"{protocol}://{inner.lstrip('/')}" if protocol != "memory" else f"memory://{inner}"
+def _url(fs: Any, inner: str) -> str:
+    """A path inside `fs` as the user would type it: plain for local files, a URL otherwise."""
+    return inner if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(inner)
 
 
 def verify_problems(path: str) -> list[str]:

@@ -116,3 +116,8 @@ def test_to_lightning_refuses_a_pending_step_of_a_scheduler_it_cannot_build():
     config = {"class": "mypkg.MyScheduler", "interval": "epoch", "frequency": 1, "monitor": None}
     with pytest.raises(CheckpointError, match=r"mypkg\.MyScheduler"):
         to_lightning(_end_of_epoch_checkpoint(config), "x.ckpt")
+
+
+def test_lightning_loops_for_an_upgraded_position_start_the_next_epoch():
+    loops = lightning_loops({"epoch": 1, "global_step": 16, "phase": "epoch_done", "exact": False})
+    assert _epochs(loops) == {"ready": 2, "started": 2, "processed": 2, "completed": 2}
