@@ -345,3 +345,18 @@ def test_terminal_output_is_styled_and_fits_the_terminal(run_dir):
 
     plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in visible]
     assert max(len(line) for line in plain) <= 100 and any("val_loss" in line for line in plain)
+
+
+class _Custom:
+    pass
+
+
+@pytest.mark.writes_unsafe_files
+def test_refusal_of_a_pickled_class_names_it_without_terminal_codes(run_dir, tmp_path, capsys):
+    ckpt = torch.load(run_dir / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["obj"] = _Custom()
+    torch.save(ckpt, tmp_path / "unsafe.ckpt")
+    assert main(["inspect", str(tmp_path / "unsafe.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "_Custom" in err and "never executed" in err
+    assert "\x1b" not in err and "\\x1b" not in err
