@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/save_load.py
 	$(PY) bench/resume.py
 	$(PY) bench/distributed_save.py
+	$(PY) bench/preemption.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -12,23 +12,44 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, StateMismatchError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import AttributeDict, decode
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 
-def read_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file, sharded folder or safetensors export folder, outside any Trainer."""
-    from savepoint.checkpoint.export import is_export_dir, read_export
-    from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-    from savepoint.plugins.io.torch_io import load_file
+def checkpoint_io_or_default(checkpoint_io: CheckpointIO | None, where: str) -> CheckpointIO:
+    if checkpoint_io is None:
+        return TorchCheckpointIO()
+    if not isinstance(checkpoint_io, CheckpointIO):
+        raise TypeError(
+            f"{where}(checkpoint_io={checkpoint_io!r}) must be a CheckpointIO instance (e.g. the plugin the "
+            f"Trainer saved with), or None for a TorchCheckpointIO."
+        )
+    return checkpoint_io
 
+
+def read_checkpoint(
+    path: str | Path,
+    map_location: Any = None,
+    checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
+    unused_keys: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer.
+
+    `verify_integrity` (None: the IO's own setting) and `unused_keys` (top-level keys whose tensors the
+    caller does not use: their CRCs are skipped) reach a `TorchCheckpointIO`; other IOs get them only when
+    set, as keyword arguments of their ``load_checkpoint``."""
     path = str(path)
-    if is_sharded_checkpoint(path):
-        raw = load_sharded_as_full(path)
-    elif is_export_dir(path):  # `savepoint export --safetensors`: a weights-only checkpoint
-        raw = read_export(path)
-    else:
-        raw = load_file(path, map_location)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    options: dict[str, Any] = {}
+    if verify_integrity is not None:
+        options["verify_integrity"] = verify_integrity
+    if unused_keys and isinstance(io, TorchCheckpointIO):
+        options["unused_keys"] = unused_keys
+    raw = io.load_checkpoint(path, map_location=map_location, **options)
+    return validated(raw, path)
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -46,7 +67,8 @@ def build_from_hparams(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call ``cls(**hparams, **kwargs)``; kwargs win. Explains a missing ``__init__`` argument."""
-    hparams = decode(dict(checkpoint.get(hparams_key) or {}))
+    # Dataclass hyperparameters are rebuilt if defined beside `cls` (or registered): see hparams.decode.
+    hparams = decode(dict(checkpoint.get(hparams_key) or {}), frozenset({cls.__module__}))
     hparams_name = checkpoint.get(name_key)
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -84,11 +106,11 @@ def build_from_hparams(
     return cls(**init_kwargs)
 
 
-def hparams_from_yaml(path: str | Path) -> dict[str, Any]:
+def hparams_from_yaml(path: str | Path, checkpoint_io: CheckpointIO | None = None) -> dict[str, Any]:
     import yaml
 
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
+    data = yaml.safe_load(io.load_text(str(path))) or {}
     if not isinstance(data, dict):
         raise ValueError(
             f"hparams_file {str(path)!r} must hold a mapping of hyperparameters, got {type(data).__name__}"
@@ -139,13 +161,19 @@ def load_module_from_checkpoint(
     map_location: Any = None,
     hparams_file: str | Path | None = None,
     strict: bool = True,
+    checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location=map_location)
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    # The optimizer state is not used here: its records (two thirds of an Adam checkpoint) are not read.
+    checkpoint = read_checkpoint(
+        path, map_location, io, verify_integrity=verify_integrity, unused_keys=(fmt.OPTIMIZER_STATES,)
+    )
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
-        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)
         checkpoint[fmt.HPARAMS_NAME] = None
     model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
     model.on_load_checkpoint(checkpoint)
@@ -161,13 +189,21 @@ def load_module_from_checkpoint(
 
 
 def load_datamodule_from_checkpoint(
-    cls: type, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+    cls: type,
+    checkpoint_path: str | Path,
+    hparams_file: str | Path | None = None,
+    checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
+    **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
-    checkpoint = read_checkpoint(path, map_location="cpu")
+    io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
+    # Neither the weights nor the optimizer state are used here: their records are not read.
+    unused = (fmt.STATE_DICT, fmt.OPTIMIZER_STATES)
+    checkpoint = read_checkpoint(path, "cpu", io, verify_integrity=verify_integrity, unused_keys=unused)
     if hparams_file is not None:
         checkpoint = dict(checkpoint)
-        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file)
+        checkpoint[fmt.DATAMODULE_HYPER_PARAMETERS] = hparams_from_yaml(hparams_file, io)
         checkpoint[fmt.DATAMODULE_HPARAMS_NAME] = None
     if fmt.DATAMODULE_HYPER_PARAMETERS not in checkpoint and not kwargs:
         raise CheckpointError(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from savepoint._loading import load_datamodule_from_checkpoint
 from savepoint.hparams import HyperparametersMixin
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -46,7 +47,22 @@ class DataModule(HyperparametersMixin):
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: str | Path, hparams_file: str | Path | None = None, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        hparams_file: str | Path | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        *,
+        verify_integrity: bool | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint."""
-        return load_datamodule_from_checkpoint(cls, checkpoint_path, hparams_file=hparams_file, **kwargs)
+        """Rebuild the datamodule from the hyperparameters and state stored in a checkpoint, read through
+        `checkpoint_io` (a `TorchCheckpointIO` by default). The CRC32s of the records it reads are checked;
+        ``verify_integrity=False`` skips that check."""
+        return load_datamodule_from_checkpoint(
+            cls,
+            checkpoint_path,
+            hparams_file=hparams_file,
+            checkpoint_io=checkpoint_io,
+            verify_integrity=verify_integrity,
+            **kwargs,
+        )

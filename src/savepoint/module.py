@@ -11,8 +11,10 @@ from torch import nn
 
 from savepoint._loading import load_module_from_checkpoint
 from savepoint.hparams import HyperparametersMixin
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
+    from savepoint.loggers import Logger
     from savepoint.trainer.trainer import Trainer
 
 
@@ -46,6 +48,16 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     @property
     def global_step(self) -> int:
         return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Logger | None:
+        """The Trainer's first logger (``self.logger.experiment`` is e.g. TensorBoard's ``SummaryWriter``)."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Logger]:
+        """Every logger of the Trainer (empty when not attached)."""
+        return self._trainer.loggers if self._trainer is not None else []
 
     @property
     def device(self) -> torch.device:
@@ -174,12 +186,18 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         map_location: Any = None,
         hparams_file: str | Path | None = None,
         strict: bool = True,
+        checkpoint_io: CheckpointIO | None = None,
+        *,
+        verify_integrity: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
 
         Loads with ``weights_only=True`` (no code from the file runs); works with weights-only files, full
-        training checkpoints and sharded checkpoint folders.
+        training checkpoints and sharded checkpoint folders. Every read (the checkpoint, ``hparams_file``)
+        goes through `checkpoint_io` (a `TorchCheckpointIO` by default: local paths and fsspec URLs). The
+        CRC32 of every record it uses is checked first; pass ``verify_integrity=False`` (or set
+        ``SAVEPOINT_VERIFY_INTEGRITY=0``) to skip only that check.
         """
         return load_module_from_checkpoint(
             cls,
@@ -187,5 +205,7 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             map_location=map_location,
             hparams_file=hparams_file,
             strict=strict,
+            checkpoint_io=checkpoint_io,
+            verify_integrity=verify_integrity,
             **kwargs,
         )

@@ -126,6 +126,7 @@ def test_inspect_json_decodes_hparams_and_lists_tensors(tmp_path, capsys):
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, *loaders())
     trainer.save_checkpoint(tmp_path / "m.ckpt")
+    capsys.readouterr()  # the Trainer's own console lines
     assert main(["inspect", str(tmp_path / "m.ckpt"), "--tensors", "net.0.*", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["hyper_parameters"]["dims"] == [1, 2]

@@ -6,7 +6,9 @@ callbacks moved to the end so a save sees every other callback's update for the 
     fit(model, ckpt_path=...)
     ├── setup(stage="fit")                         datamodule and module set up, checkpoint folders checked
     ├── [restore from ckpt_path]                   on_load_checkpoint(checkpoint) / load_state_dict(state)
-    ├── on_fit_start
+    ├── configure_optimizers
+    ├── on_fit_start                               before optimizer/loop states are restored (as Lightning)
+    ├── [restore optimizers, schedulers, loop position, RNG]
     ├── sanity check: on_sanity_check_start, validation batches, on_sanity_check_end
     ├── on_train_start
     ├── for each epoch:

@@ -70,7 +70,7 @@ class EarlyStopping(Callback):
 
     def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
         if self._check_on_train_epoch_end is None:
-            self._check_on_train_epoch_end = not trainer._validation_will_run()
+            self._check_on_train_epoch_end = not trainer.enable_validation
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if self._check_on_train_epoch_end:
@@ -124,6 +124,7 @@ class EarlyStopping(Callback):
         if stop:
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason = reason
+            trainer.stop_reason = f"early stopping: {reason or self.monitor}"
             trainer.should_stop = True
-            if self.verbose:
-                trainer._print(f"EarlyStopping: {reason}; stopping.")
+            if self.verbose and trainer.is_global_zero:
+                print(f"EarlyStopping: {reason}; stopping.")

@@ -2,7 +2,8 @@
 
 A thin shell over `checkpoint_policy`: this class gathers the Trainer's state, asks the pure functions
 what to do, and carries the answer out through ``trainer.save_checkpoint`` and the strategy's
-``remove_checkpoint`` (so a custom CheckpointIO sees every file). A file joins ``best_k_models`` and
+``remove_checkpoint``; the folder check at set-up, the free-name check and ``to_yaml`` ask the strategy's
+CheckpointIO. It never touches storage itself, so a custom CheckpointIO sees every file. A file joins ``best_k_models`` and
 becomes ``best_model_path``/``last_model_path`` only after its save returned, and files leave the top-k
 only after the save that replaces them.
 """
@@ -22,7 +23,11 @@ import torch
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
 from savepoint.callbacks.checkpoint import Checkpoint
-from savepoint.plugins.io._fs import get_fs, is_local
+from savepoint.plugins.io._fs import join
+from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.sharded import is_abandoned_candidate
+from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.trainer.preemption import Preempted
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -57,6 +62,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        save_on_exception: bool = False,
         **deprecated: Any,
     ) -> None:
         dirpath, filename, prefix, every_n_epochs, save_top_k = accept_deprecated(
@@ -85,6 +91,7 @@ class ModelCheckpoint(Checkpoint):
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.save_on_exception = save_on_exception
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
         self._every_n_train_steps = every_n_train_steps or 0
@@ -106,6 +113,8 @@ class ModelCheckpoint(Checkpoint):
         self._pending: dict[str, Any] | None = None
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
+        self._validation_has_run = False
+        self._io: CheckpointIO | None = None  # the trainer's, from setup on
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -177,20 +186,27 @@ class ModelCheckpoint(Checkpoint):
     # -- set-up ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+        self._io = trainer.strategy.checkpoint_io
         if self.dirpath is None:
-            self.dirpath = trainer._default_checkpoint_dir()
+            self.dirpath = _default_dirpath(trainer)
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if trainer.is_global_zero and stage == "fit":
-            from savepoint.plugins.io._fs import check_writable_dir
-
-            check_writable_dir(self.dirpath)
+            self._io.check_writable(self.dirpath)  # fail fast: before the first training step
         if self._save_on_train_epoch_end is None:
-            self._save_on_train_epoch_end = not trainer._validation_will_run()
+            self._save_on_train_epoch_end = not trainer.enable_validation
 
     def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        self._last_time_saved_s = trainer._train_elapsed_s()
-        if trainer._restored_step is not None:
-            self._last_global_step_saved = trainer._restored_step
+        self._last_time_saved_s = trainer.train_elapsed_s
+        self._validation_has_run = False
+        if trainer.ckpt_path is not None:  # resumed: no step-triggered save before the next optimizer step
+            self._last_global_step_saved = trainer.global_step
+
+    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
+        if not trainer.sanity_checking:
+            self._validation_has_run = True
+        if self._skip(trainer) or self._save_on_train_epoch_end:
+            return
+        self._after_epoch(trainer)
 
     # -- when -----------------------------------------------------------------------------------------------
 
@@ -202,7 +218,7 @@ class ModelCheckpoint(Checkpoint):
     ) -> None:
         if self._skip(trainer):
             return
-        elapsed = trainer._train_elapsed_s()
+        elapsed = trainer.train_elapsed_s
         due = policy.due_after_batch(
             global_step=trainer.global_step,
             last_step_saved=self._last_global_step_saved,
@@ -218,17 +234,12 @@ class ModelCheckpoint(Checkpoint):
         if self._train_time_interval is not None:
             self._last_time_saved_s = elapsed
         candidates = self._monitor_candidates(trainer)
-        if self.monitor is not None and self.monitor not in candidates and not trainer._validation_has_run:
+        if self.monitor is not None and self.monitor not in candidates and not self._validation_has_run:
             return  # the monitored metric comes from validation, which has not run yet: wait for it
         self._save_all(trainer, candidates)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         if self._skip(trainer) or not self._save_on_train_epoch_end:
-            return
-        self._after_epoch(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if self._skip(trainer) or self._save_on_train_epoch_end:
             return
         self._after_epoch(trainer)
 
@@ -264,13 +275,15 @@ class ModelCheckpoint(Checkpoint):
             extension=self.FILE_EXTENSION,
             version=ver,
         )
-        return _join(self.dirpath, name) if self.dirpath else name
+        return join(self.dirpath, name) if self.dirpath else name
 
     def file_exists(self, filepath: str, trainer: Trainer) -> bool:
+        """Is the name taken? Rank 0 asks the CheckpointIO; every rank gets its answer."""
         exists = False
         if trainer.is_global_zero:
-            fs, inner = get_fs(filepath)
-            exists = bool(fs.exists(inner)) or (is_local(fs) and os.path.islink(inner))
+            exists = trainer.strategy.checkpoint_io.exists(filepath)
+            # An uncommitted sharded folder is no checkpoint: its name is reused, never shifted to -v1.
+            exists = exists and not is_abandoned_candidate(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
@@ -309,9 +322,13 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
+        self._wrote = False
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
         self._last_global_step_saved = trainer.global_step
+        if self._wrote and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _candidates(self) -> list[policy.Candidate]:
         return [
@@ -335,8 +352,9 @@ class ModelCheckpoint(Checkpoint):
         decision = policy.top_k_update(current, probe, k, mode)
         if not decision.keep_new:
             if self.verbose:
-                trainer._print(
-                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}"
+                _info(
+                    trainer,
+                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}",
                 )
             return
         reusable = decision.evicted[0].path if decision.evicted else None
@@ -366,7 +384,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = path
         if self.verbose:
             shown = f"{self.monitor!r} reached {float(score):.5f}" if score is not None else "saved"
-            trainer._print(f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
+            _info(trainer, f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
         for old in evicted:
             self._remove(trainer, old.path)
 
@@ -389,6 +407,7 @@ class ModelCheckpoint(Checkpoint):
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._wrote = True
         finally:
             self._pending = None
 
@@ -400,7 +419,7 @@ class ModelCheckpoint(Checkpoint):
         if path == self.last_model_path or path in self.best_k_models:
             return
         if self.verbose:
-            trainer._print(f"Removing checkpoint {path!r}")
+            _info(trainer, f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
     def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
@@ -423,18 +442,74 @@ class ModelCheckpoint(Checkpoint):
         trainer.strategy.barrier("ModelCheckpoint.link")
         return ok
 
+    # -- stops: a signal, an exception ----------------------------------------------------------------------
+
+    @property
+    def saves_on_exception(self) -> bool:
+        return bool(self.save_on_exception)
+
+    def save_on_stop(self, trainer: Trainer) -> str | None:
+        """Called on every rank when a signal stops training at a consistent point: save there and return
+        the path to resume from. Without a monitor the file joins the top-k like a periodic save (newest
+        ranks best, the one it replaces is removed); with a monitor a file ranked on a stale score would
+        compete with real ones, so the stop writes ``last.ckpt`` (also when ``save_last`` is off, so that
+        ``ckpt_path="last"`` finds it; it is replaced in place by later stops, never versioned)."""
+        candidates = self._monitor_candidates(trainer)
+        self._last_checkpoint_saved = ""
+        if self.monitor is None and self.save_top_k != 0:
+            self._save_topk(trainer, candidates)
+        written = self._last_checkpoint_saved
+        if self.save_last:
+            self._save_last(trainer, candidates)
+            written = self.last_model_path
+        elif not written:
+            path = self._free_name(
+                trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None
+            )
+            self._write(trainer, path, {"last_model_path": path})
+            self.last_model_path = written = path
+        self._last_global_step_saved = trainer.global_step
+        return written
+
+    def on_exception(self, trainer: Trainer, pl_module: TrainingModule, exception: BaseException) -> None:
+        """With ``save_on_exception=True``: save the last consistent state under the usual file name (and
+        ``last.ckpt`` with ``save_last``), as Lightning names it, then let the exception propagate."""
+        if (
+            not self.save_on_exception
+            or isinstance(exception, Preempted)  # the stop already saved through this callback
+            or not trainer.can_save_on_exception
+            or self._last_global_step_saved == trainer.global_step  # already saved at this step
+        ):
+            return
+        candidates = self._monitor_candidates(trainer)
+        path = self.format_checkpoint_name(candidates)
+        self._write(trainer, path, {})
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = path
+        self._save_last(trainer, candidates)
+        trainer._print(
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}"
+        )
+
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
         """Write ``best_k_models`` as YAML (``best_k_models.yaml`` in ``dirpath`` by default)."""
         import yaml
 
         best = {k: float(v) for k, v in self.best_k_models.items()}
-        target = filepath or _join(self.dirpath or ".", "best_k_models.yaml")
-        fs, inner = get_fs(target)
-        with fs.open(inner, "w") as f:
-            yaml.safe_dump(best, f)
+        target = (
+            os.fspath(filepath) if filepath is not None else join(self.dirpath or ".", "best_k_models.yaml")
+        )
+        io = self._io if self._io is not None else TorchCheckpointIO()
+        io.save_text(yaml.safe_dump(best), target)
 
 
-def _join(folder: str, name: str) -> str:
-    if "://" in folder:
-        return folder.rstrip("/") + "/" + name
-    return os.path.join(folder, name)
+def _default_dirpath(trainer: Trainer) -> str:
+    """``<log_dir>/checkpoints`` when a logger has a folder, else ``<default_root_dir>/checkpoints``."""
+    if trainer.logger is not None and trainer.logger.log_dir is not None:
+        return join(trainer.log_dir, "checkpoints")  # type: ignore[arg-type]
+    return join(trainer.default_root_dir, "checkpoints")
+
+
+def _info(trainer: Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        print(message)

@@ -54,6 +54,10 @@ def foreign_containers_allowed() -> Iterator[None]:
     """Within this block a weights-only load may build ``argparse.Namespace`` and Lightning's
     ``AttributeDict`` (as a plain dict). Nothing is imported; every other class is still refused."""
     allowed: list[Any] = [argparse.Namespace, *((_AsPlainDict, name) for name in _ATTRIBUTE_DICTS)]
+    current = torch.serialization.get_safe_globals()
+    if all(item in current for item in allowed):  # nested: leaving torch's context would drop them early
+        yield
+        return
     with torch.serialization.safe_globals(allowed):
         yield
 

@@ -12,7 +12,7 @@ import sys
 from savepoint.checkpoint.errors import CheckpointError
 from savepoint.cli._common import CliError, add_version, clean, console, text
 
-# Registering a subcommand: add the module that defines its ``register(subparsers)`` here.
+# Registering a subcommand: add "module" (whose ``register(subparsers)`` adds it) or "module:function" here.
 SUBCOMMANDS: tuple[str, ...] = (
     "savepoint.cli.ls",
     "savepoint.cli.inspect",
@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "savepoint.cli.export",
     "savepoint.cli.convert",
     "savepoint.cli.upgrade",
+    "savepoint.plotting:add_parser",
 )
 
 EXIT_BAD_INPUT = 2
@@ -35,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        importlib.import_module(name).register(sub)
+    for entry in SUBCOMMANDS:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function or "register")(sub)
     return parser
 
 

@@ -21,10 +21,10 @@ from savepoint.checkpoint.errors import (
     NotACheckpointError,
 )
 from savepoint.checkpoint.export import is_export_dir, read_export
-from savepoint.checkpoint.sharded import COMMIT_FILE, is_sharded_checkpoint, read_meta
+from savepoint.checkpoint.sharded import COMMIT_FILE
 from savepoint.hparams import decode, to_plain
 from savepoint.plugins.io._fs import get_fs
-from savepoint.plugins.io.torch_io import load_file
+from savepoint.plugins.io.torch_io import TorchCheckpointIO, load_file
 
 _SHARD = re.compile(r"__(\d+)_(\d+)\.distcp$")
 
@@ -76,8 +76,10 @@ def check_layout(raw: dict[str, Any], path: str) -> dict[str, Any]:
 
 def load_raw(path: str) -> Loaded:
     """The checkpoint as written. Sharded folders give their meta file only (no tensor is read)."""
-    if is_sharded_checkpoint(path):
-        return Loaded(path, "sharded", check_layout(fmt.check_is_checkpoint(read_meta(path), path), path))
+    io = TorchCheckpointIO()
+    if io.is_sharded_checkpoint(path):
+        meta = io.load_sharded_meta(path)
+        return Loaded(path, "sharded", check_layout(fmt.check_is_checkpoint(meta, path), path))
     if is_export_dir(path):
         return Loaded(path, "export", read_export(path))
     fs, inner = get_fs(path)
@@ -215,7 +217,7 @@ def tensor_rows(loaded: Loaded, pattern: str | None) -> list[dict[str, Any]]:
     if loaded.kind == "sharded":
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-        from savepoint.checkpoint.sharded import SafeFileSystemReader
+        from savepoint.plugins.io.sharded import SafeFileSystemReader
 
         metadata = SafeFileSystemReader(loaded.path).read_metadata()
         items = [

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         summary="show what a checkpoint holds",
         description="Versions, the tool that wrote it, the training position, logged metrics at save time, "
         "ModelCheckpoint's monitor and best score, hyperparameters as the user wrote them, sizes, and a "
-        "sharded folder's layout (world size, shard files). --tensors lists the weights (name, shape, "
+        "sharded folder's layout (world size, shard files); a folder of checkpoints shows each. --tensors lists the weights (name, shape, "
         "dtype, bytes), optionally only those matching PATTERN (a glob or a substring).",
         examples=[
             "savepoint inspect checkpoints/last.ckpt",
@@ -108,23 +108,36 @@ def _rows(summary: dict[str, Any], loaded: _read.Loaded) -> list[tuple[str, str]
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = _read.load_raw(args.path)
-    summary = summarize(loaded)
-    tensors = _read.tensor_rows(loaded, args.tensors or None) if args.tensors is not None else None
+    from savepoint.plugins.io.verify_sharded import expand_folders
+
+    paths = expand_folders([args.path])  # a folder of checkpoints: each of them
     if args.json:
-        if tensors is not None:
-            summary["tensors"] = tensors
-        print_json(summary)
+        summaries = [_summary_with_tensors(p, args.tensors) for p in paths]
+        print_json(summaries[0] if paths == [args.path] else summaries)
         return 0
-    grid = table("field", "value", title=f"checkpoint {args.path}")
-    for field, value in _rows(summary, loaded):
+    for path in paths:
+        _print(path, args.tensors)
+    return 0
+
+
+def _summary_with_tensors(path: str, pattern: str | None) -> dict[str, Any]:
+    loaded = _read.load_raw(path)
+    summary = summarize(loaded)
+    if pattern is not None:
+        summary["tensors"] = _read.tensor_rows(loaded, pattern or None)
+    return summary
+
+
+def _print(path: str, pattern: str | None) -> None:
+    loaded = _read.load_raw(path)
+    grid = table("field", "value", title=f"checkpoint {path}")
+    for field, value in _rows(summarize(loaded), loaded):
         grid.add_row(Text(field, style="bold"), text(value))
     emit(grid)
-    if tensors is not None:
+    if pattern is not None:
         listing = table("tensor", "shape", "dtype", "bytes")
-        for row in tensors:
+        for row in _read.tensor_rows(loaded, pattern or None):
             listing.add_row(
                 text(row["name"]), str(tuple(row["shape"])), row["dtype"], human_size(row["bytes"])
             )
         emit(listing)
-    return 0

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         run,
         summary="check CRC32 of every record and load weights-only",
         description="Reads every byte of each checkpoint (file or sharded folder), checks each zip record's "
-        "CRC32 (torch.load does not) and loads its structure weights-only. Exit code 1 if any fails.",
+        "CRC32 (torch.load does not) and loads its structure weights-only; a folder of checkpoints "
+        "checks each of them. Exit code 1 if any fails.",
         examples=["savepoint verify checkpoints/*.ckpt"],
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -24,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from savepoint.checkpoint.verify import verify_checkpoint
+    from savepoint.plugins.io.verify_sharded import expand_folders
 
     failed = 0
-    for path in args.paths:
+    for path in expand_folders(args.paths):  # a folder of checkpoints: each of them
         report = verify_checkpoint(path)
         if report.ok:
             try:  # the layout checks every other command applies: one answer for "is this file usable?"

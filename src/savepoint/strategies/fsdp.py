@@ -1,9 +1,10 @@
 """`FSDPStrategy`: FSDP2 (``torch.distributed.fsdp.fully_shard``) over a 1-D device mesh.
 
-Checkpoints, ``state_dict_type="sharded"`` (default): every rank writes its own shards in parallel
-through ``CheckpointIO.save_sharded`` (``torch.distributed.checkpoint``); rank 0 writes ``meta.ckpt``
-(everything but the sharded tensors) first, and DCP's ``.metadata`` comes last as the commit marker.
-Loading reshards to any world size. ``state_dict_type="full"``: the full state is gathered to rank 0
+Checkpoints, ``state_dict_type="sharded"`` (default): rank 0 first hands everything but the sharded
+tensors to ``CheckpointIO.save_sharded_meta`` (``meta.ckpt``), then every rank writes its own shards in
+parallel through ``CheckpointIO.save_sharded`` (``torch.distributed.checkpoint``), whose ``.metadata``
+comes last as the commit marker. Loading (``is_sharded_checkpoint``, ``load_sharded_meta``,
+``load_sharded``) reshards to any world size. The strategy never touches the folder itself. ``state_dict_type="full"``: the full state is gathered to rank 0
 and written as one ``.ckpt`` file, like DDP.
 
 Which submodules are sharded: ``shard_modules`` (a set of module classes, or a callable
@@ -13,8 +14,6 @@ model through sharded submodules or ``self(...)`` so FSDP's hooks gather the par
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from torch import nn
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointWriteError
-from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE, SHARDED_KEYS, is_sharded_checkpoint
+from savepoint.checkpoint.sharded import COMMIT_FILE, SHARDED_KEYS
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.strategies.ddp import DDPStrategy
 
@@ -147,11 +146,9 @@ class FSDPStrategy(DDPStrategy):
     # -- storage ---------------------------------------------------------------------------------------------------
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
-        if is_sharded_checkpoint(checkpoint_path):
-            from savepoint.checkpoint.sharded import read_meta
-
+        if self.checkpoint_io.is_sharded_checkpoint(checkpoint_path):
             self._loaded_from_sharded = checkpoint_path
-            meta = read_meta(checkpoint_path)
+            meta = self.checkpoint_io.load_sharded_meta(checkpoint_path)
             meta.setdefault(fmt.STATE_DICT, {})
             return meta
         self._loaded_from_sharded = None
@@ -176,19 +173,11 @@ class FSDPStrategy(DDPStrategy):
             sharded["optimizer_states"] = {
                 str(i): _tensor_part(s) for i, s in enumerate(checkpoint[fmt.OPTIMIZER_STATES])
             }
-        wait = getattr(self.checkpoint_io, "wait", None)
-        if callable(wait):
-            wait()  # an async save still writing (possibly this very folder) lands first
         error = None
         if self.is_global_zero:
             try:
-                os.makedirs(path, exist_ok=True)
-                commit = os.path.join(path, ".metadata")
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(commit)  # overwriting: the folder is not a checkpoint until the new commit
-                from savepoint.plugins.io.torch_io import TorchCheckpointIO
-
-                TorchCheckpointIO().save_checkpoint(meta, os.path.join(path, META_FILE))
+                # The folder loses its old commit marker first: until the new one, it is not a checkpoint.
+                self.checkpoint_io.save_sharded_meta(meta, path)
             except Exception as err:
                 error = f"{type(err).__name__}: {err}"
         error = self.broadcast(error)

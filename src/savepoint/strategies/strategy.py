@@ -10,13 +10,18 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
    ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
-   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes.
-5. Loading: ``load_checkpoint(path)`` on every rank; ``load_model_state_dict`` / ``load_optimizer_state_dict``.
+   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes. A sharded strategy has
+   rank 0 call ``CheckpointIO.save_sharded_meta`` and then every rank ``CheckpointIO.save_sharded``.
+5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
+   strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
+   ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
 6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
    raises its pending error.
 
-The Trainer never opens files or checks ranks itself; everything that touches storage goes through
-``self.checkpoint_io``, so a custom plugin sees every save, load and removal.
+The Trainer never opens files or checks ranks itself, and a strategy never touches a path itself:
+everything that touches storage goes through ``self.checkpoint_io``, so a custom plugin sees every save,
+load and removal. Strategies import nothing from ``trainer/`` (their data helpers are in
+``strategies/data.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch import nn
 from savepoint.checkpoint.errors import CheckpointWriteError
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
-from savepoint.trainer.data import move_to_device
+from savepoint.strategies.data import move_to_device
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
@@ -152,6 +157,22 @@ class Strategy(ABC):
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         return decision
 
+    def max_across_ranks(self, value: int) -> int:
+        """The largest `value` any rank passed (a stop signal's number), on every rank."""
+        return value
+
+    # -- failures (multi-process strategies; no-ops on one process) ---------------------------------------------
+
+    def report_failure(self, message: str) -> None:  # noqa: B027 - nothing to tell on one process
+        """Record this rank's error where the other ranks can read it."""
+
+    def failure_of_other_rank(self) -> tuple[int, str] | None:
+        """(rank, error) another rank recorded, or None."""
+        return None
+
+    def abort(self) -> None:  # noqa: B027 - nothing to close on one process
+        """Close the process group so ranks blocked in a collective with this one fail at once."""
+
     # -- state in and out ----------------------------------------------------------------------------------------
 
     def model_state_dict(self) -> dict[str, Any]:
@@ -193,12 +214,8 @@ class Strategy(ABC):
             ) from (local_error)
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
-        """The whole checkpoint in this process. A sharded folder is assembled into full tensors (a sharded
-        strategy overrides this to load only its shards, resharding to the current world size)."""
-        from savepoint.checkpoint.sharded import is_sharded_checkpoint, load_sharded_as_full
-
-        if is_sharded_checkpoint(checkpoint_path):
-            return load_sharded_as_full(checkpoint_path)
+        """The whole checkpoint in this process, from the CheckpointIO (which assembles a sharded folder
+        into full tensors; a sharded strategy overrides this to load only its shards, resharding)."""
         return self.checkpoint_io.load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
 
     def remove_checkpoint(self, filepath: str) -> None:

@@ -1,12 +1,16 @@
 """Assemble the checkpoint dict from the Trainer's state, restore from one, and resolve ``ckpt_path``.
 
-The Trainer never opens files: reads and writes go through the strategy and its CheckpointIO.
+The Trainer never opens, lists or stats files: reads and writes go through the strategy and its
+CheckpointIO, and the ``"last"``/``"best"`` search asks the CheckpointIO to list the run folders and their
+checkpoints, so it works the same on local disks, object stores (``s3://``, ``memory://``) and custom IOs.
+"last" is the newest checkpoint training can resume from: files that fail to load, weights-only exports
+and files of an unknown format version are skipped, each with a warning naming it.
 """
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +19,10 @@ import torch
 from savepoint._version import __version__
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CheckpointError, CheckpointNotFoundError, WeightsOnlyCheckpointError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import encode_hparams
+from savepoint.plugins.io._fs import join
+from savepoint.plugins.io.checkpoint_io import CheckpointEntry
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -107,7 +114,7 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
 def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
     """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    return validated(raw, path)
 
 
 def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
@@ -202,49 +209,63 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
 # -- ckpt_path="last" / "best" -----------------------------------------------------------------------------------
 
 
-def _candidate_files(trainer: Trainer) -> list[str]:
-    from savepoint.checkpoint.sharded import is_sharded_checkpoint
-
+def _search_folders(trainer: Trainer) -> list[str]:
+    """Where "last" looks: the root's ``checkpoints``, every run's ``checkpoints``, every ModelCheckpoint dirpath."""
+    io = trainer.strategy.checkpoint_io
     root = trainer.default_root_dir
-    patterns = [
-        os.path.join(root, "runs", "*", "checkpoints", "*.ckpt"),
-        os.path.join(root, "checkpoints", "*.ckpt"),
-        os.path.join(root, "runs", "*", "checkpoints", "*"),
-        os.path.join(root, "checkpoints", "*"),
-    ]
-    for cb in trainer.checkpoint_callbacks:
-        dirpath = getattr(cb, "dirpath", None)
-        if dirpath and "://" not in dirpath:
-            patterns.append(os.path.join(dirpath, "*"))
-    files: set[str] = set()
-    for pattern in patterns:
-        for path in glob.glob(pattern):
-            if path.endswith(".ckpt") or is_sharded_checkpoint(path):
-                files.add(os.path.realpath(path) if not os.path.islink(path) else os.path.abspath(path))
-    return list(files)
+    folders = [join(root, "checkpoints")]
+    folders += [join(run, "checkpoints") for run in io.list_folders(join(root, "runs"))]
+    folders += [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    unique: dict[str, None] = {}
+    for folder in folders:
+        unique.setdefault(folder if "://" in folder else os.path.abspath(folder), None)
+    return list(unique)
 
 
-def find_last(trainer: Trainer, verify: bool = True) -> tuple[str | None, list[str]]:
-    """The newest checkpoint of this root's runs that passes verification; and the ones skipped."""
-    from savepoint.checkpoint.verify import verify_checkpoint
+def _natural(name: str) -> list[Any]:
+    """``step=96`` before ``step=100``: digits compare as numbers."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
-    candidates = sorted(
-        _candidate_files(trainer), key=lambda p: (os.stat(p).st_mtime_ns, os.path.basename(p)), reverse=True
-    )
+
+def _newest_first(entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+    # Object stores keep modification times to the second: within one second, a "last" file is the newest
+    # save point (it is written after the top-k file of the same save), then the highest step in the name.
+    def key(entry: CheckpointEntry) -> tuple[Any, ...]:
+        name = entry.path.rstrip("/").rsplit("/", 1)[-1]
+        return (entry.mtime, name.startswith("last"), _natural(name))
+
+    return sorted(entries, key=key, reverse=True)
+
+
+def _resumable(trainer: Trainer, entry: CheckpointEntry) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint at `entry` if training can resume from it, else None and the reason."""
+    io = trainer.strategy.checkpoint_io
+    try:
+        if entry.is_dir:
+            raw = io.load_sharded_meta(entry.path)
+        else:
+            raw = io.load_checkpoint(entry.path, map_location="cpu")
+        checkpoint = validated(raw, entry.path)  # the same validation as every load
+    except (CheckpointError, OSError) as err:
+        return None, f"it fails to load: {err}"
+    if fmt.is_weights_only(checkpoint):
+        return None, "it is a weights-only checkpoint (no optimizer or loop state to resume from)"
+    return checkpoint, ""
+
+
+def find_last(trainer: Trainer) -> tuple[str | None, dict[str, Any] | None, list[str]]:
+    """The newest checkpoint of this root's runs that training can resume from, read through the
+    CheckpointIO; the checkpoint itself; and the newer ones skipped (each with a warning)."""
+    io = trainer.strategy.checkpoint_io
+    entries = [entry for folder in _search_folders(trainer) for entry in io.list_checkpoints(folder)]
     skipped = []
-    for path in candidates:
-        if not verify:
-            return path, skipped
-        report = verify_checkpoint(path, load=True)
-        if report.ok:
-            return path, skipped
-        warnings.warn(
-            f"ckpt_path='last': skipping {path!r}, which fails to load: {report.problems[0]}",
-            UserWarning,
-            stacklevel=4,
-        )
-        skipped.append(path)
-    return None, skipped
+    for entry in _newest_first(list({e.path: e for e in entries}.values())):
+        checkpoint, reason = _resumable(trainer, entry)
+        if checkpoint is not None:
+            return entry.path, checkpoint, skipped
+        warnings.warn(f"ckpt_path='last': skipping {entry.path!r}: {reason}", UserWarning, stacklevel=4)
+        skipped.append(entry.path)
+    return None, None, skipped
 
 
 def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> str | None:
@@ -254,17 +275,26 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
     if ckpt_path == "last":
         path = None
         if trainer.is_global_zero:
-            path, skipped = find_last(trainer)
+            path, _, skipped = find_last(trainer)
             if path is None:
                 path = "" if not skipped else f"!{skipped[0]}"
         path = trainer.strategy.broadcast(path)
-        if not path or path.startswith("!"):
-            where = os.path.join(trainer.default_root_dir, "runs", "*", "checkpoints")
-            extra = f" (every candidate failed to load; the newest was {path[1:]!r})" if path else ""
+        where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
+        if not path:
+            # The first launch of a job that always passes ckpt_path="last" (elastic restarts, requeues).
+            warnings.warn(
+                f'fit(ckpt_path="last"): no checkpoint under {trainer.default_root_dir!r} (looked in {where!r}, '
+                f"the root's 'checkpoints' folder and every ModelCheckpoint dirpath); training starts from scratch.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        if path.startswith("!"):
             raise CheckpointNotFoundError(
                 f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
-                f"ckpt_path first, or pass the path of a checkpoint.",
+                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): every candidate "
+                f"failed to load; the newest was {path[1:]!r}. Repair or remove the files, or pass the path of "
+                f"a checkpoint.",
                 trainer.default_root_dir,
             )
         return path
@@ -273,11 +303,9 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> 
         for cb in trainer.checkpoint_callbacks:
             best = getattr(cb, "best_model_path", "") or best
         if not best and trainer.is_global_zero:
-            last, _ = find_last(trainer)
+            _, last, _ = find_last(trainer)
             if last is not None:
-                from savepoint._loading import read_checkpoint
-
-                stored = read_checkpoint(last, map_location="cpu").get(fmt.CALLBACKS) or {}
+                stored = last.get(fmt.CALLBACKS) or {}
                 for key, state in stored.items():
                     if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
                         best = state["best_model_path"]

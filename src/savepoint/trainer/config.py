@@ -65,6 +65,7 @@ class TrainerConfig:
     default_root_dir: str = field(default_factory=os.getcwd)
     enable_checkpointing: bool = True
     enable_progress_bar: bool = True
+    enable_model_summary: bool = True
     deterministic: bool | str = False
     precision: str = "32-true"
     log_every_n_steps: int = 50
@@ -197,12 +198,11 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     cfg.default_root_dir = os.fspath(root) if root is not None else os.getcwd()
     if "://" not in cfg.default_root_dir:
         cfg.default_root_dir = os.path.abspath(os.path.expanduser(cfg.default_root_dir))
-    for flag in ("enable_checkpointing", "enable_progress_bar"):
+    for flag in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary"):
         value = kw.pop(flag, True)
         if not isinstance(value, bool):
             raise TypeError(f"Trainer({flag}={value!r}) must be True or False.")
         setattr(cfg, flag, value)
-    kw.pop("enable_model_summary", None)
     det = kw.pop("deterministic", False)
     if det not in (True, False, None, "warn"):
         raise ValueError(f"Trainer(deterministic={det!r}) must be True, False or 'warn'.")

@@ -10,15 +10,17 @@ batches, with a warning.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, IterableDataset
+
+from savepoint.strategies.data import add_distributed_sampler, move_to_device, rebuild_loader
+
+__all__ = ["TrainData", "add_distributed_sampler", "first_tensor_len", "move_to_device"]
 
 
 class _SkipIterator:
@@ -63,36 +65,6 @@ class _SkipBatches:
         return max(0, len(self.inner) - self.skip)  # type: ignore[arg-type]
 
 
-_LOADER_ARGS = (
-    "num_workers",
-    "collate_fn",
-    "pin_memory",
-    "timeout",
-    "worker_init_fn",
-    "multiprocessing_context",
-    "generator",
-    "prefetch_factor",
-    "persistent_workers",
-    "pin_memory_device",
-    "in_order",
-)
-
-
-def _rebuild(loader: DataLoader, **overrides: Any) -> DataLoader | None:
-    """A plain DataLoader like `loader` with some arguments replaced, or None if that is not possible."""
-    if type(loader) is not DataLoader:
-        return None
-    params = inspect.signature(DataLoader.__init__).parameters
-    kwargs = {
-        name: getattr(loader, name) for name in _LOADER_ARGS if name in params and hasattr(loader, name)
-    }
-    if kwargs.get("num_workers", 0) == 0:
-        kwargs.pop("prefetch_factor", None)
-        kwargs["persistent_workers"] = False
-    kwargs.update(overrides)
-    return DataLoader(loader.dataset, **kwargs)
-
-
 def _generators(loader: Any) -> list[torch.Generator]:
     gens = []
     for owner in (
@@ -108,29 +80,6 @@ def _generators(loader: Any) -> list[torch.Generator]:
 
 def _stateful(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
-
-
-def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int = 0) -> Any:
-    """Replace a default sampler with a `DistributedSampler` (shuffling when the original did)."""
-    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
-        return loader
-    sampler = loader.sampler
-    if isinstance(sampler, DistributedSampler) or not isinstance(sampler, RandomSampler | SequentialSampler):
-        return loader
-    batch_sampler = loader.batch_sampler
-    if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
-        return loader
-    shuffle = isinstance(sampler, RandomSampler)
-    dist_sampler = DistributedSampler(
-        loader.dataset,
-        num_replicas=num_replicas,
-        rank=rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=bool(loader.drop_last),
-    )
-    rebuilt = _rebuild(loader, batch_size=loader.batch_size, sampler=dist_sampler, drop_last=loader.drop_last)
-    return rebuilt if rebuilt is not None else loader
 
 
 class TrainData:
@@ -193,9 +142,9 @@ class TrainData:
                 loader.batch_sampler if loader.batch_sampler is not None else loader.sampler, skip
             )
             if loader.batch_sampler is not None:
-                rebuilt = _rebuild(loader, batch_sampler=skipper)
+                rebuilt = rebuild_loader(loader, batch_sampler=skipper)
             else:
-                rebuilt = _rebuild(loader, batch_size=None, sampler=skipper)
+                rebuilt = rebuild_loader(loader, batch_size=None, sampler=skipper)
             if rebuilt is not None:
                 it = iter(rebuilt)
                 # The original run drew the sampler's seed at its first batch, right after iter(); draw it
@@ -262,16 +211,3 @@ def first_tensor_len(batch: Any) -> int:
             if n:
                 return n
     return 1
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True) if batch.device != device else batch
-    if isinstance(batch, list):
-        return [move_to_device(b, device) for b in batch]
-    if isinstance(batch, tuple):
-        moved = [move_to_device(b, device) for b in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
-    if isinstance(batch, dict):
-        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
-    return batch

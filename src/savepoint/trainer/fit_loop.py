@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from savepoint.checkpoint.resume import capture_rng, restore_rng
+from savepoint.trainer import logger_connector, preemption
 from savepoint.trainer.data import TrainData, first_tensor_len
 
 if TYPE_CHECKING:
@@ -72,6 +73,14 @@ class FitLoop:
         self._window_has_grad = False  # a backward ran since the last optimizer step
         self._t_start = 0.0
         self._elapsed_before = 0.0
+        # The step in flight, for exception-time saves (see `preemption.exception_save_plan`).
+        self.step_phase = preemption.IDLE
+        self.track_rollback = (
+            False  # keep the state from before each batch (an exception-save callback wants it)
+        )
+        self._before_batch: tuple[Any, ...] | None = None
+        self.stop_check: Any = None  # called after each batch; raises `Preempted` after a signal
+        self.started = False  # run() began: the state is a training state from here on
 
     # -- state -----------------------------------------------------------------------------------------------
 
@@ -82,6 +91,7 @@ class FitLoop:
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
         state["lr_scheduler_configs"] = self._scheduler_configs()
+        state["loggers"] = logger_connector.states(trainer)  # where each log stood at this save point
         if self.pos.accumulated > 0:
             module = trainer.training_module
             state["accumulated_grads"] = {
@@ -152,9 +162,20 @@ class FitLoop:
             return True
         return bool(t.should_stop and self.pos.epoch >= cfg.min_epochs and self.pos.phase == "epoch_start")
 
+    def stop_reason(self) -> str:
+        """Why the loop ended, when nobody said (``trainer.stop_reason`` is set by whoever stops it)."""
+        t = self.trainer
+        cfg = t._cfg
+        if cfg.max_steps != -1 and t.global_step >= cfg.max_steps:
+            return f"`max_steps={cfg.max_steps}` reached"
+        if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs:
+            return f"`max_epochs={cfg.max_epochs}` reached"
+        return "`trainer.should_stop` was set"
+
     def run(self, resuming: bool) -> None:
         t = self.trainer
         self._t_start = time.monotonic()
+        self.started = True
         if resuming:
             self._check_data_unchanged()
             if self._pending_data_state:
@@ -227,9 +248,13 @@ class FitLoop:
         while self.pos.phase == "batches" and self.pos.batches_done < num_batches:
             if t.should_stop or (t._cfg.max_steps != -1 and t.global_step >= t._cfg.max_steps):
                 break
+            if self.track_rollback:
+                self._keep_before_batch()
+            self.step_phase = preemption.FORWARD
             try:
                 batch = next(self._iterator)
             except StopIteration:
+                self.step_phase = preemption.IDLE
                 break
             batch_idx = self.pos.batches_done
             is_last = batch_idx + 1 >= num_batches
@@ -237,11 +262,14 @@ class FitLoop:
             self.pos.batches_done += 1
             self.pos.total_batches += 1
             self.pos.phase = "after_batch"
+            self.step_phase = preemption.IDLE
             if self.pos.accumulated == 0 and t.global_step % t._cfg.log_every_n_steps == 0:
                 t._metrics.flush_step(t.global_step, self.pos.epoch)
             t._call("on_train_batch_end", self._last_output, batch, batch_idx)
             self._post_batch(batch_idx)
             self.pos.phase = "batches"
+            if self.stop_check is not None:
+                self.stop_check()
         self._iterator = None
 
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> None:
@@ -265,6 +293,7 @@ class FitLoop:
             if cfg.accumulate_grad_batches > 1:
                 loss = loss / cfg.accumulate_grad_batches
             t._call("on_before_backward", loss)
+            self.step_phase = preemption.BACKWARD
             t._precision.backward(loss)
             self._window_has_grad = True
             t._call("on_after_backward")
@@ -290,6 +319,7 @@ class FitLoop:
                     torch.nn.utils.clip_grad_norm_(group_params, cfg.gradient_clip_val)
                 else:
                     torch.nn.utils.clip_grad_value_(group_params, cfg.gradient_clip_val)
+            self.step_phase = preemption.OPTIMIZER
             t._precision.step(opt)
         t._precision.update()
         for opt in t.optimizers:
@@ -320,6 +350,45 @@ class FitLoop:
                 config.scheduler.step(float(value))
             else:
                 config.scheduler.step()
+
+    # -- the state from before the batch in flight (exception-time saves) ------------------------------------
+
+    def _keep_before_batch(self) -> None:
+        """What a batch changes before its optimizer step: position, RNG, epoch metrics, the window's gradients.
+        Taken before the batch is fetched (the sampler may draw from the RNG at the first fetch)."""
+        t = self.trainer
+        metrics = t._metrics
+        grads = None
+        if self.pos.accumulated > 0:
+            grads = {
+                name: p.grad.detach().clone()
+                for name, p in t.training_module.named_parameters()
+                if p.grad is not None
+            }
+        self._before_batch = (
+            replace(self.pos, data=dict(self.pos.data)),
+            capture_rng(),
+            dict(metrics.callback_metrics),
+            {k: replace(a) for k, a in metrics._epoch["train"].items()},
+            grads,
+            self._window_has_grad,
+        )
+
+    def rollback_batch_in_flight(self) -> None:
+        """Put back the state from before the batch in flight (parameters and optimizers are unchanged
+        before the optimizer step). Used only when fit is failing, before an exception-time save."""
+        if self._before_batch is None or self.step_phase == preemption.IDLE:
+            return
+        pos, rng, callback_metrics, epoch_metrics, grads, window_has_grad = self._before_batch
+        t = self.trainer
+        self.pos = pos
+        restore_rng(rng)
+        t._metrics.callback_metrics = callback_metrics
+        t._metrics._epoch["train"] = epoch_metrics
+        for name, p in t.training_module.named_parameters():
+            p.grad = None if grads is None else grads.get(name)
+        self._window_has_grad = window_has_grad
+        self.step_phase = preemption.IDLE
 
     # -- validation inside the epoch ----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import torch
 
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
+from savepoint.trainer.evaluation import _limit
 
 if TYPE_CHECKING:
     from savepoint.datamodule import DataModule
@@ -24,13 +25,14 @@ class TrainerProperties:
     _strategy: Strategy
     _model: TrainingModule | None
     _datamodule: DataModule | None
-    _logger: Logger | None
+    _loggers: list[Logger]
     _optimizers: list[torch.optim.Optimizer]
     _scheduler_configs: list[LRSchedulerConfig]
     _cfg: Any
     _metrics: Any
     _fit_loop: Any
     _precision: Any
+    _val_loaders: list[Any]
 
     # -- properties --------------------------------------------------------------------------------------------
 
@@ -55,9 +57,9 @@ class TrainerProperties:
 
     @property
     def progress_bar_callback(self) -> Callback | None:
-        from savepoint.callbacks.progress import RichProgressBar
+        from savepoint.callbacks.progress import ProgressBar
 
-        return next((cb for cb in self._callbacks if isinstance(cb, RichProgressBar)), None)
+        return next((cb for cb in self._callbacks if isinstance(cb, ProgressBar)), None)
 
     @property
     def strategy(self) -> Strategy:
@@ -115,17 +117,28 @@ class TrainerProperties:
 
     @property
     def logger(self) -> Logger | None:
-        return self._logger
+        """The first logger (``None`` without loggers)."""
+        return self._loggers[0] if self._loggers else None
+
+    @logger.setter
+    def logger(self, logger: Logger | None) -> None:
+        self._loggers = [] if logger is None else [logger]
 
     @property
     def loggers(self) -> list[Logger]:
-        return [self._logger] if self._logger is not None else []
+        """Every logger of the run, in the order given to ``Trainer(logger=[...])``."""
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers: list[Logger] | None) -> None:
+        self._loggers = list(loggers or [])
 
     @property
     def log_dir(self) -> str | None:
-        if self._logger is None:
+        """The first logger's folder (``default_root_dir`` without loggers)."""
+        if not self._loggers:
             return self.default_root_dir
-        return self._logger.log_dir
+        return self._loggers[0].log_dir
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -162,6 +175,38 @@ class TrainerProperties:
     @property
     def num_training_batches(self) -> int | float:
         return self._fit_loop.data.num_batches if self._fit_loop.data is not None else 0
+
+    @property
+    def num_val_batches(self) -> list[int | float]:
+        """Validation batches per dataloader (after ``limit_val_batches``)."""
+        return [_limit(loader, self._cfg.limit_val_batches) for loader in self._val_loaders]
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        """Batches per dataloader the sanity check runs (``num_sanity_val_steps`` at most)."""
+        steps = self._cfg.num_sanity_val_steps
+        return [n if steps == -1 else min(n, steps) for n in self.num_val_batches]
+
+    @property
+    def log_every_n_steps(self) -> int:
+        return self._cfg.log_every_n_steps
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        return self._cfg.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        # Set by GradientAccumulationScheduler at epoch starts; read by the loop at every batch.
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"accumulate_grad_batches={value!r} must be an int >= 1.")
+        self._cfg.accumulate_grad_batches = value
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The training dataloader of the current fit (``None`` before fit)."""
+        data = self._fit_loop.data
+        return data.loader if data is not None else None
 
     @property
     def precision(self) -> str:

@@ -4,8 +4,7 @@ in `fit_loop`, `checkpointing` and the strategy."""
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
+import sys
 from typing import Any
 
 import torch
@@ -13,22 +12,24 @@ import torch
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.datamodule import DataModule
-from savepoint.loggers import CSVLogger, Logger
+from savepoint.loggers import Logger
 from savepoint.module import TrainingModule
 from savepoint.plugins.io._fs import get_fs, is_local
 from savepoint.plugins.io.async_io import AsyncCheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.strategies.strategy import Strategy
-from savepoint.trainer import checkpointing
+from savepoint.trainer import checkpointing, logger_connector
 from savepoint.trainer.config import build_config, select_strategy
 from savepoint.trainer.data import TrainData
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
 from savepoint.trainer.hooks import HookDispatch, _overrides
+from savepoint.trainer.interrupts import FitGuard
 from savepoint.trainer.metrics import MetricStore
 from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
 from savepoint.trainer.properties import TrainerProperties
+from savepoint.trainer.signals import split_signal_plugins
 
 
 class Trainer(TrainerProperties, HookDispatch):
@@ -42,7 +43,7 @@ class Trainer(TrainerProperties, HookDispatch):
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
         precision: str | int = "32-true",
-        logger: Logger | bool | None = None,
+        logger: Logger | list[Logger] | bool | None = None,
         callbacks: list[Callback] | Callback | None = None,
         max_epochs: int | None = None,
         min_epochs: int | None = None,
@@ -79,10 +80,13 @@ class Trainer(TrainerProperties, HookDispatch):
             given.setdefault(key, default)
         self._cfg, rest = build_config(given)
         self._cfg.check_val_every_n_epoch = check_val_every_n_epoch
+        rest["plugins"], self._stop_signals, self._signal_plugin = split_signal_plugins(rest.get("plugins"))
         self._strategy = select_strategy(rest)
         self._logger_arg = rest.pop("logger", True)
         self._callbacks = self._assemble_callbacks(self._cfg.callbacks)
-        self._logger: Logger | None = self._build_logger(self._logger_arg)
+        self._loggers: list[Logger] = logger_connector.build_loggers(
+            self._logger_arg, self._cfg.default_root_dir
+        )
         if self._cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self._cfg.deterministic == "warn")
 
@@ -98,17 +102,23 @@ class Trainer(TrainerProperties, HookDispatch):
         self._restored_step: int | None = None
         self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
         self.should_stop = False
+        # Why fit stopped, in a few words ("`max_epochs=10` reached"): whoever stops a fit (EarlyStopping,
+        # max_time, a preemption signal) sets it with should_stop; fit fills it in when it runs out.
+        self.stop_reason: str | None = None
         self.sanity_checking = False
         self.training = False
         self.validating = False
         self.ckpt_path: str | None = None
         self._in_fit = False
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._exception_save_allowed = True
 
     # -- construction helpers ----------------------------------------------------------------------------------
 
     def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         from savepoint.callbacks.model_checkpoint import ModelCheckpoint
-        from savepoint.callbacks.progress import RichProgressBar
+        from savepoint.callbacks.model_summary import ModelSummary
+        from savepoint.callbacks.progress import ProgressBar, RichProgressBar
 
         has_checkpoint = any(isinstance(cb, Checkpoint) for cb in callbacks)
         if not self._cfg.enable_checkpointing and has_checkpoint:
@@ -120,21 +130,14 @@ class Trainer(TrainerProperties, HookDispatch):
         out = list(callbacks)
         if self._cfg.enable_checkpointing and not has_checkpoint:
             out.append(ModelCheckpoint())
-        if self._cfg.enable_progress_bar and not any(isinstance(cb, RichProgressBar) for cb in out):
+        if self._cfg.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in out):
             out.append(RichProgressBar())
+        if self._cfg.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in out):
+            out.append(ModelSummary())
         # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
         return [cb for cb in out if not isinstance(cb, Checkpoint)] + [
             cb for cb in out if isinstance(cb, Checkpoint)
         ]
-
-    def _build_logger(self, logger: Any) -> Logger | None:
-        if logger is True or logger is None:
-            return CSVLogger(self._cfg.default_root_dir, name="runs")
-        if logger is False:
-            return None
-        if isinstance(logger, Logger):
-            return logger
-        raise TypeError(f"Trainer(logger={logger!r}) must be True, False or a savepoint Logger.")
 
     # -- small services for callbacks -----------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ class Trainer(TrainerProperties, HookDispatch):
             print(message)
 
     def _default_checkpoint_dir(self) -> str:
-        if self._logger is not None and self._logger.log_dir is not None:
+        if self.logger is not None and self.logger.log_dir is not None:
             return os.path.join(self.log_dir, "checkpoints")  # type: ignore[arg-type]
         return os.path.join(self.default_root_dir, "checkpoints")
 
@@ -158,6 +161,16 @@ class Trainer(TrainerProperties, HookDispatch):
     def _train_elapsed_s(self) -> float:
         return self._fit_loop.elapsed_s()
 
+    @property
+    def enable_validation(self) -> bool:
+        """Whether validation runs during ``fit``: validation data, ``validation_step`` and ``limit_val_batches``."""
+        return self._validation_will_run()
+
+    @property
+    def train_elapsed_s(self) -> float:
+        """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
+        return self._train_elapsed_s()
+
     def _checkpoint_io_is_local_torch(self, path: str) -> bool:
         io = self._strategy.checkpoint_io
         if isinstance(io, AsyncCheckpointIO):
@@ -166,14 +179,13 @@ class Trainer(TrainerProperties, HookDispatch):
         return type(io) is TorchCheckpointIO and is_local(fs)
 
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int, epoch: int) -> None:
-        if self._logger is not None and self.is_global_zero and not self.sanity_checking:
-            values = {k: float(v) for k, v in metrics.items()}
-            values["epoch"] = epoch
-            self._logger.log_metrics(values, step=step)
+        if self._loggers and self.is_global_zero and not self.sanity_checking:
+            logger_connector.log_metrics(self, metrics, step, epoch)
 
     def _log_flush(self) -> None:
-        if self._logger is not None and self.is_global_zero:
-            self._logger.save()
+        if self.is_global_zero:
+            for logger in self._loggers:
+                logger.save()
 
     # -- fit ----------------------------------------------------------------------------------------------------
 
@@ -201,15 +213,28 @@ class Trainer(TrainerProperties, HookDispatch):
         self._strategy.setup_environment()
         self._in_fit = True
         failed = True
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._guard.install()  # SIGTERM/SIGINT only set a flag until fit returns (see `trainer/signals.py`)
         try:
             self._setup(model, datamodule, "fit")
             self._fit(train_dataloaders, val_dataloaders, ckpt_path)
             failed = False
         except BaseException as err:
-            self._call_callbacks("on_exception", err)
+            reported = self._guard.on_exception(err)
+            self._call_callbacks("on_exception", reported)
+            self._guard.after_exception(reported)
+            if reported is not err:
+                raise reported from None
             raise
         finally:
+            self._guard.close()
             self._teardown("fit", failed)
+
+    @property
+    def can_save_on_exception(self) -> bool:
+        """In ``on_exception``: whether the training state is consistent enough to save (False when the
+        exception interrupted an optimizer step, or under several processes, where a save could hang)."""
+        return self._exception_save_allowed
 
     def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
         self._model = model
@@ -229,6 +254,7 @@ class Trainer(TrainerProperties, HookDispatch):
         strategy = self._strategy
         model = self.training_module
         self.should_stop = False
+        self.stop_reason = None
         self._validation_has_run = False
         self._restored_step = None
         strategy.setup(self)
@@ -248,20 +274,22 @@ class Trainer(TrainerProperties, HookDispatch):
         self._val_loaders = self._resolve_val_loaders(val_dataloaders)
         self._fit_loop = FitLoop(self)
         self._fit_loop.data = TrainData(train_loader, self._cfg.limit_train_batches)
+        self._guard.attach(self._fit_loop)
 
         resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
         self.ckpt_path = resolved
         checkpoint = None
         if resolved is not None:
-            self._adopt_run_folder(resolved)
-        if isinstance(self._logger, CSVLogger):
-            self._logger.version = strategy.broadcast(self._logger.version)  # every rank logs to one folder
+            logger_connector.adopt_run_folder(self, resolved)
+        logger_connector.resolve_versions(self)
         if resolved is not None:
             checkpoint = checkpointing.load_checkpoint(self, resolved)
+            # Before anything new is written: drop what a crashed run logged after this checkpoint.
+            logger_connector.restore_states(self, checkpoint)
 
         self._call_callbacks("setup", "fit")
-        if self._logger is not None and self.is_global_zero:
-            self._log_hparams()
+        if self.is_global_zero:
+            logger_connector.log_hparams(self)
         if checkpoint is not None:
             checkpointing.restore_modules_and_callbacks(self, checkpoint, resolved)  # type: ignore[arg-type]
 
@@ -271,6 +299,9 @@ class Trainer(TrainerProperties, HookDispatch):
         if not self._optimizers:
             raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
         self._optimizers = strategy.setup_optimizers(self._optimizers)
+        # As Lightning: on_fit_start runs before optimizer and loop states are restored, so a callback can
+        # reshape the optimizers first (fine-tuning adds back the parameter groups it had added).
+        self._call("on_fit_start")
         if checkpoint is not None:
             checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
             self._restored_step = self.global_step
@@ -282,41 +313,27 @@ class Trainer(TrainerProperties, HookDispatch):
                     f"so there is nothing to train. Raise max_epochs or max_steps to train further."
                 )
 
-        self._call("on_fit_start")
         if not self._fit_loop.done():
             self._sanity_check()
         self.training = True
         model.train()
         self._call("on_train_start")
+        trained = not self._fit_loop.done()
         try:
             self._fit_loop.run(resuming=resolved is not None)
         finally:
             self.training = False
         self._call("on_train_end")
+        if trained:
+            self._report_stop()
         self._call("on_fit_end")
 
-    def _adopt_run_folder(self, ckpt_path: str) -> None:
-        """Resuming a checkpoint of ``<root>/runs/version_N/checkpoints/`` continues in ``version_N``."""
-        logger = self._logger
-        if not isinstance(logger, CSVLogger) or logger._version is not None or self._logger_arg is not True:
-            return
-        path = Path(os.path.abspath(ckpt_path))
-        root = Path(logger.root_dir).resolve() if "://" not in logger.root_dir else None
-        if root is None or path.parent.name != "checkpoints" or path.parent.parent.parent != root:
-            return
-        match = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
-        if match:
-            logger.version = int(match.group(1))
-
-    def _log_hparams(self) -> None:
-        params: dict[str, Any] = {}
-        model = self.training_module
-        if model.hparams and getattr(model, "_log_hyperparams", True):
-            params.update(model.hparams)
-        if self._datamodule is not None and self._datamodule.hparams:
-            params.update(self._datamodule.hparams)
-        if params:
-            self._logger.log_hyperparams(params)  # type: ignore[union-attr]
+    def _report_stop(self) -> None:
+        """One line saying why fit ended (after the bar has stopped, so it lands below it)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._fit_loop.stop_reason()
+        if self.is_global_zero:
+            print(f"`Trainer.fit` stopped: {self.stop_reason}.", file=sys.stderr, flush=True)
 
     def _resolve_val_loaders(self, val_dataloaders: Any) -> list[Any]:
         loaders = val_dataloaders
@@ -357,9 +374,9 @@ class Trainer(TrainerProperties, HookDispatch):
     def _teardown(self, stage: str, failed: bool) -> None:
         self._in_fit = False
         try:
-            self._log_flush()
-            if self._logger is not None and self.is_global_zero:
-                self._logger.finalize("failed" if failed else "success")
+            if self.is_global_zero:
+                for logger in self._loggers:
+                    logger.finalize("failed" if failed else "success")
             self._call_callbacks("teardown", stage)
             if self._model is not None:
                 self._model.teardown(stage)
@@ -420,6 +437,8 @@ class Trainer(TrainerProperties, HookDispatch):
             raise RuntimeError(
                 "Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first."
             )
+        if self._in_fit:
+            self._log_flush()  # the checkpoint records where each log stands: make that durable first
         checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
         self._strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options=storage_options)
         if not self._in_fit:

@@ -121,3 +121,11 @@ def test_to_lightning_refuses_a_pending_step_of_a_scheduler_it_cannot_build():
 def test_lightning_loops_for_an_upgraded_position_start_the_next_epoch():
     loops = lightning_loops({"epoch": 1, "global_step": 16, "phase": "epoch_done", "exact": False})
     assert _epochs(loops) == {"ready": 2, "started": 2, "processed": 2, "completed": 2}
+
+
+def test_foreign_containers_allowed_nests():
+    data = _pickled({"args": argparse.Namespace(a=1)})
+    with foreign_containers_allowed():
+        with foreign_containers_allowed():
+            pass
+        assert torch.load(data, weights_only=True)["args"].a == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -80,6 +81,7 @@ def check_writable_dir(path: str, storage_options: dict[str, Any] | None = None)
     """Fail fast: raise a clear error if checkpoints cannot be written into folder `path`."""
     fs, inner = get_fs(path, storage_options)
     if not is_local(fs):
+        probe_writable_remote(path)
         return
     folder = Path(inner)
     probe = folder
@@ -98,3 +100,159 @@ def check_writable_dir(path: str, storage_options: dict[str, Any] | None = None)
             f"checkpoint folder {path!r} is not writable ({str(probe)!r} has mode {mode}). "
             f"Fix its permissions or choose another `dirpath`/`default_root_dir`."
         )
+
+
+# -- the storage surface's fsspec implementation (CheckpointIO's defaults) -----------------------------------------
+
+COMMIT_NAME = ".metadata"  # a sharded checkpoint folder is committed once DCP wrote this file
+
+
+def join(folder: str, name: str) -> str:
+    """`name` inside `folder`, for a local path or an fsspec URL."""
+    if "://" in folder:
+        return folder.rstrip("/") + "/" + name
+    return os.path.join(folder, name)
+
+
+def exists(path: str) -> bool:
+    """Is the name taken? A local dangling symlink counts: writing there would replace the link."""
+    fs, inner = get_fs(path)
+    if is_local(fs):
+        return os.path.lexists(inner)
+    return bool(fs.exists(inner))
+
+
+def makedirs(path: str) -> None:
+    fs, inner = get_fs(path)
+    fs.makedirs(inner, exist_ok=True)
+
+
+def _local_entry(entry: os.DirEntry[str], shown: str, warn: Any) -> tuple[float, int, bool] | None:
+    """(mtime, size, is_dir) of one candidate, or None when it is not a checkpoint."""
+    try:
+        st = entry.stat()  # follows a symlink: a dangling one or a loop raises here
+    except OSError as err:
+        what = "a symlink loop" if err.errno == errno.ELOOP else "a dangling symlink"
+        if entry.is_symlink():
+            warn(f"skipping {shown!r}: {what} ({err.strerror}), not a checkpoint")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        commit = os.path.join(entry.path, COMMIT_NAME)
+        try:
+            return os.stat(commit).st_mtime, st.st_size, True  # committed when DCP wrote .metadata
+        except OSError:
+            return None  # an interrupted sharded save (or any other folder)
+    if not entry.name.endswith(".ckpt"):
+        return None
+    return st.st_mtime, st.st_size, False
+
+
+def list_local(folder: str, warn: Any) -> list[tuple[str, float, int, bool]]:
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for entry in entries:
+        if entry.name.startswith("."):  # temporary files and hidden names are never checkpoints
+            continue
+        shown = os.path.join(folder, entry.name)
+        found = _local_entry(entry, shown, warn)
+        if found is not None:
+            out.append((shown, *found))
+    return out
+
+
+def _info_mtime(fs: Any, info: dict[str, Any]) -> float:
+    for key in ("mtime", "LastModified", "last_modified", "created", "modified", "updated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    with contextlib.suppress(Exception):
+        return float(fs.modified(info["name"]).timestamp())
+    return 0.0
+
+
+def list_remote(folder: str) -> list[tuple[str, float, int, bool]]:
+    fs, inner = get_fs(folder)
+    fs.invalidate_cache(inner)  # object stores cache listings; another process's checkpoint must be seen
+    try:
+        infos = fs.ls(inner, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for info in infos:
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(".") or info["name"].rstrip("/") == inner.rstrip("/"):
+            continue
+        shown = join(folder, name)
+        if info.get("type") == "directory":
+            commit = info["name"].rstrip("/") + "/" + COMMIT_NAME
+            if fs.exists(commit):
+                out.append((shown, _info_mtime(fs, fs.info(commit)), 0, True))
+        elif name.endswith(".ckpt"):
+            out.append((shown, _info_mtime(fs, info), int(info.get("size") or 0), False))
+    return out
+
+
+def list_folders(folder: str) -> list[str]:
+    fs, inner = get_fs(folder)
+    if is_local(fs):
+        try:
+            return sorted(os.path.join(folder, e.name) for e in os.scandir(folder) if e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    fs.invalidate_cache(inner)
+    try:
+        infos = fs.ls(inner, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    names = [i["name"].rstrip("/").rsplit("/", 1)[-1] for i in infos if i.get("type") == "directory"]
+    return sorted(join(folder, n) for n in names)
+
+
+def save_text(text: str, path: str) -> None:
+    """Write a small text file atomically (local: temporary file, fsync, rename; elsewhere: one put)."""
+    fs, inner = get_fs(path)
+    if not is_local(fs):
+        fs.pipe_file(inner, text.encode("utf-8"))
+        return
+    final = Path(inner)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name_for(final)
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_text(path: str) -> str:
+    fs, inner = get_fs(path)
+    with fs.open(inner, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+def probe_writable_remote(path: str) -> None:
+    """Write and delete a tiny hidden object under `path`: a read-only bucket fails here, not mid-run."""
+    fs, inner = get_fs(path)
+    probe = inner.rstrip("/") + f"/.sp-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with contextlib.suppress(Exception):
+            fs.makedirs(inner, exist_ok=True)
+        fs.pipe_file(probe, b"")
+        fs.rm(probe)
+    except Exception as err:
+        raise PermissionError(
+            f"checkpoint folder {path!r} is not writable ({type(err).__name__}: {err}). Check the credentials and "
+            f"the bucket, or choose another `dirpath`/`default_root_dir`."
+        ) from err

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from savepoint.checkpoint.errors import CheckpointWriteError
-from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.checkpoint_io import CheckpointEntry, CheckpointIO
+from savepoint.plugins.io.sharded import make_writer
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 _STOP = object()
@@ -223,7 +224,9 @@ class AsyncCheckpointIO(CheckpointIO):
         if self._dcp_group is None:
             self._dcp_group = dist.new_group(backend="gloo")  # every rank reaches this save together
         self._sharded_path = str(path)
-        self._sharded_future = dcp.async_save(state, checkpoint_id=path, process_group=self._dcp_group)
+        self._sharded_future = dcp.async_save(
+            state, storage_writer=make_writer(str(path)), process_group=self._dcp_group
+        )
 
     def _wait_sharded(self) -> None:
         future, self._sharded_future = self._sharded_future, None
@@ -243,6 +246,42 @@ class AsyncCheckpointIO(CheckpointIO):
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         self.wait()
         self.checkpoint_io.load_sharded(state, path, process_group)
+
+    def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
+        self.wait()  # an async save still writing (possibly this very folder) lands first
+        self.checkpoint_io.save_sharded_meta(meta, path)
+
+    def load_sharded_meta(self, path: str) -> dict[str, Any]:
+        self.wait()
+        return self.checkpoint_io.load_sharded_meta(path)
+
+    # -- path questions: the base plugin answers (listings wait for the queue, so they see every save) ----------
+
+    def exists(self, path: str) -> bool:
+        return self.checkpoint_io.exists(path)
+
+    def list_checkpoints(self, dirpath: str) -> list[CheckpointEntry]:
+        self.wait()
+        return self.checkpoint_io.list_checkpoints(dirpath)
+
+    def list_folders(self, dirpath: str) -> list[str]:
+        return self.checkpoint_io.list_folders(dirpath)
+
+    def makedirs(self, path: str) -> None:
+        self.checkpoint_io.makedirs(path)
+
+    def check_writable(self, dirpath: str) -> None:
+        self.checkpoint_io.check_writable(dirpath)
+
+    def save_text(self, text: str, path: str) -> None:
+        self.checkpoint_io.save_text(text, path)
+
+    def load_text(self, path: str) -> str:
+        return self.checkpoint_io.load_text(path)
+
+    def is_sharded_checkpoint(self, path: str) -> bool:
+        self.wait()
+        return self.checkpoint_io.is_sharded_checkpoint(path)
 
     def wait(self) -> None:
         """Block until every queued save and removal has finished."""

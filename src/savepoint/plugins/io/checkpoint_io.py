@@ -1,17 +1,36 @@
-"""`CheckpointIO`: how one checkpoint lands at one path, and comes back.
+"""`CheckpointIO`: the one door to checkpoint storage. How one checkpoint lands at one path, comes back,
+and the few questions about paths the layers above need answered.
 
-Call order (the Trainer never calls these directly; it goes through its `Strategy`):
+Nothing else in savepoint opens, lists, stats or creates a checkpoint path: ModelCheckpoint, the
+``ckpt_path="last"``/``"best"`` search, ``load_from_checkpoint`` and the sharded (FSDP) saves all come
+here, so a custom plugin sees every operation and works the same on local disks and object stores.
+
+Call order (the Trainer goes through its `Strategy`; ``load_from_checkpoint(checkpoint_io=...)`` calls
+the plugin directly):
 
 1. ``Strategy.setup``: the plugin is attached; nothing is called on it.
-2. ``load_checkpoint(path, map_location)``: when ``fit``/``validate`` gets a ``ckpt_path`` and when
+2. ``check_writable(dirpath)``: at ``fit`` set-up, global rank 0, once per `ModelCheckpoint` folder,
+   before the first training step (an unusable folder fails here, not after an epoch).
+3. ``list_folders(dirpath)`` / ``list_checkpoints(dirpath)`` / ``load_checkpoint(path)``: resolving
+   ``ckpt_path="last"`` or ``"best"``, global rank 0 only (the answer is broadcast).
+4. ``load_checkpoint(path, map_location)``: when ``fit``/``validate`` gets a ``ckpt_path`` and when
    ``load_from_checkpoint`` runs. Called on every rank (each rank reads what it needs).
-3. ``save_checkpoint(checkpoint, path, storage_options)``: for every save (`ModelCheckpoint`,
+5. ``exists(path)``: ModelCheckpoint choosing a free file name (``-v1`` suffixes), global rank 0.
+6. ``save_checkpoint(checkpoint, path, storage_options)``: for every save (`ModelCheckpoint`,
    ``Trainer.save_checkpoint``). Single-file strategies call it on global rank 0 only; the other ranks
-   wait at a barrier until it returns. Sharded strategies call `save_sharded` on every rank instead.
-4. ``remove_checkpoint(path)``: when a file leaves the top-k, always after the save that replaces it has
-   returned. Rank 0 only.
-5. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending work
-   (an async write) must be finished, and its errors raised, before it returns.
+   wait at a barrier until it returns.
+7. ``remove_checkpoint(path)``: when a file leaves the top-k, always after the save that replaces it has
+   returned. Global rank 0 only.
+8. ``save_text(text, path)`` / ``load_text(path)``: small text files beside checkpoints
+   (``best_k_models.yaml``, an ``hparams.yaml`` given to ``load_from_checkpoint(hparams_file=)``).
+9. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending
+   work (an async write) must be finished, and its errors raised, before it returns.
+
+Sharded checkpoints (``supports_sharded``; FSDP with ``state_dict_type="sharded"``), a folder per
+checkpoint: ``save_sharded_meta(meta, path)`` on global rank 0 first (prepares the folder, withdraws an
+old commit marker, writes everything but the sharded tensors), then ``save_sharded(state, path)`` on
+every rank together (the commit marker is written last). Loading: ``is_sharded_checkpoint(path)`` and
+``load_sharded_meta(path)`` on every rank, then ``load_sharded(state, path)`` on every rank together.
 
 What each must guarantee:
 
@@ -22,14 +41,45 @@ What each must guarantee:
 - ``load_checkpoint`` never executes code from the file and raises `CheckpointError` subclasses naming
   the path.
 - ``remove_checkpoint`` of a missing path is not an error.
+- ``list_checkpoints`` returns only checkpoints: no temporary file, no uncommitted sharded folder.
+
+What a custom plugin must implement: ``save_checkpoint``, ``load_checkpoint`` and ``remove_checkpoint``.
+The path questions (``exists``, ``list_checkpoints``, ``list_folders``, ``makedirs``,
+``check_writable``, ``save_text``, ``load_text``, ``is_sharded_checkpoint``) have defaults that look at
+the path itself with fsspec (local paths and any URL fsspec knows): right for every plugin that stores a
+checkpoint at the path it is given. A plugin that stores elsewhere (a database, a key-value service)
+overrides them. The sharded methods raise `NotImplementedError` unless ``supports_sharded`` is True,
+which a sharded strategy checks at set-up, never mid-run.
 
 A plugin knows nothing of steps, metrics or retention: those belong to callbacks.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
+
+from savepoint.plugins.io import _fs
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One checkpoint found by `CheckpointIO.list_checkpoints`.
+
+    ``mtime`` (seconds since the epoch) orders checkpoints by when they were committed: a file's
+    modification time, a sharded folder's commit marker's. Object stores may round it to the second.
+    """
+
+    path: str
+    mtime: float
+    size: int
+    is_dir: bool
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=4)
 
 
 class CheckpointIO(ABC):
@@ -52,12 +102,56 @@ class CheckpointIO(ABC):
     def teardown(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Finish pending work and release resources. Raises a pending error."""
 
-    # Sharded checkpoints (torch.distributed.checkpoint layout). A plugin that cannot write them says so;
-    # sharded strategies check this at setup, never mid-run.
+    # -- path questions (defaults: the path itself, through fsspec) --------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        """Is a checkpoint (or anything) stored under the name `path`?"""
+        return _fs.exists(path)
+
+    def list_checkpoints(self, dirpath: str) -> list[CheckpointEntry]:
+        """The checkpoints directly under folder `dirpath` (none when it does not exist), in no order.
+
+        ``*.ckpt`` files and committed sharded folders; hidden names (temporary files) are never listed.
+        A dangling symlink or a symlink loop is skipped with a warning naming it.
+        """
+        found = _fs.list_remote(dirpath) if "://" in dirpath else _fs.list_local(dirpath, _warn)
+        return [CheckpointEntry(path, mtime, size, is_dir) for path, mtime, size, is_dir in found]
+
+    def list_folders(self, dirpath: str) -> list[str]:
+        """Paths of the folders directly under `dirpath` (run folders such as ``runs/version_3``)."""
+        return _fs.list_folders(dirpath)
+
+    def makedirs(self, path: str) -> None:
+        """Create folder `path` and its parents; an existing folder is not an error."""
+        _fs.makedirs(path)
+
+    def check_writable(self, dirpath: str) -> None:
+        """Raise `PermissionError`/`NotADirectoryError` naming `dirpath` if checkpoints cannot be written there."""
+        _fs.check_writable_dir(dirpath)
+
+    def save_text(self, text: str, path: str) -> None:
+        """Write a small text file (UTF-8) atomically."""
+        _fs.save_text(text, path)
+
+    def load_text(self, path: str) -> str:
+        return _fs.load_text(path)
+
+    def is_sharded_checkpoint(self, path: str) -> bool:
+        """Is `path` a committed sharded checkpoint folder?"""
+        return _fs.exists(_fs.join(path, _fs.COMMIT_NAME))
+
+    # -- sharded checkpoints (torch.distributed.checkpoint layout) ----------------------------------------------
+
     supports_sharded: bool = False
+
+    def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot write sharded checkpoints")
 
     def save_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot write sharded checkpoints")
+
+    def load_sharded_meta(self, path: str) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} cannot read sharded checkpoints")
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot read sharded checkpoints")

@@ -7,25 +7,30 @@ import errno
 import io
 import os
 import pickle
-import re
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from savepoint.checkpoint import integrity
 from savepoint.checkpoint.errors import (
+    CheckpointError,
     CheckpointNotFoundError,
     CheckpointWriteError,
     CorruptCheckpointError,
-    UnsafeCheckpointError,
+    interrupt_in,
 )
 from savepoint.checkpoint.export import is_export_dir, read_export
 from savepoint.checkpoint.lightning_format import foreign_containers_allowed
+from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
+from savepoint.plugins.io.verify_sharded import verify_sharded
 
 
 def _keep_aside(final: Path) -> Path | None:
@@ -62,11 +67,25 @@ def _is_cpu_location(map_location: Any) -> bool:
     return False
 
 
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+def load_file(
+    path: str,
+    map_location: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    verify_integrity: bool | None = None,
+    max_pickle_bytes: int | None = None,
+    unused_keys: tuple[str, ...] = (),
+) -> Any:
+    """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path.
 
-
-def load_file(path: str, map_location: Any = None, storage_options: dict[str, Any] | None = None) -> Any:
-    """``torch.load(weights_only=True)`` of a local path or fsspec URL, with errors that name the path."""
+    The archive is checked before its data reaches the caller (`savepoint.checkpoint.integrity`): record
+    sizes against the pickle, the pickle's size against `max_pickle_bytes` and, unless `verify_integrity`
+    is False (or ``SAVEPOINT_VERIFY_INTEGRITY=0``), every record's CRC32, except those of tensors reached
+    only from the top-level keys `unused_keys`, which the caller promises not to use (a local file's
+    optimizer state when only the weights are loaded: two thirds of an Adam checkpoint, not read at all).
+    """
+    verify = integrity.resolve_verify(verify_integrity)
+    limit = integrity.resolve_max_pickle_bytes(max_pickle_bytes)
     fs, inner = get_fs(path, storage_options)
     if not fs.exists(inner):
         raise CheckpointNotFoundError(
@@ -77,43 +96,60 @@ def load_file(path: str, map_location: Any = None, storage_options: dict[str, An
     if fs.isdir(inner):
         if is_export_dir(path):  # `savepoint export --safetensors`: a weights-only checkpoint
             return read_export(path)
-        raise CorruptCheckpointError(
-            f"{path!r} is a folder but not a sharded checkpoint (no '.metadata' file): an interrupted sharded "
-            f"save leaves such a folder. Choose another checkpoint.",
-            path,
-        )
-    try:
-        if is_local(fs):
-            # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
-            mmap = _is_cpu_location(map_location) and zipfile.is_zipfile(inner)
-            with foreign_containers_allowed():  # Lightning files: Namespace hyperparameters, nothing else
-                return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
-        with fs.open(inner, "rb") as f:
-            data = f.read()
-        with foreign_containers_allowed():
+        raise CorruptCheckpointError(_folder_message(path, fs, inner), path)
+    # Lightning files pickle Namespace hyperparameters: the integrity pass and the load may build that class
+    # (and Lightning's AttributeDict), nothing else.
+    with foreign_containers_allowed():
+        try:
+            if is_local(fs):
+                integrity.refuse_empty(os.path.getsize(inner), path)
+                if not zipfile.is_zipfile(inner):  # the legacy (pre-zip) torch.save format: nothing to check
+                    return torch.load(inner, map_location=map_location, weights_only=True)
+                wait = integrity.check_local_file(
+                    inner, path, verify=verify, limit=limit, unused_keys=unused_keys
+                )
+                try:
+                    # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
+                    mmap = _is_cpu_location(map_location)
+                    return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+                finally:
+                    wait()  # a CRC mismatch explains whatever torch.load made of the same bytes
+            with fs.open(inner, "rb") as f:
+                data = f.read()
+            integrity.refuse_empty(len(data), path)
+            if zipfile.is_zipfile(io.BytesIO(data)):
+                integrity.check_stream(io.BytesIO(data), len(data), path, verify=verify, limit=limit)
             return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        message = _ANSI_ESCAPE.sub("", str(err))  # torch's text carries terminal bold codes
-        if "weights_only" in message.lower() or "weights only" in message.lower():
-            # The line naming the refused global says what is wrong; the rest is torch's advice to unpickle.
-            reason = next((ln for ln in message.splitlines() if "Unsupported" in ln), message.splitlines()[0])
-            raise UnsafeCheckpointError(
-                f"{path!r} holds pickled objects that are not plain data (refused, never executed): "
-                f"{reason.split(' Please use')[0].strip()} savepoint loads only tensors, numbers, strings "
-                f"and containers; re-save the checkpoint with savepoint, or, if you trust its origin, convert it "
-                f"with `savepoint convert --trust-pickle`.",
+        except CheckpointError:
+            raise
+        except pickle.UnpicklingError as err:
+            raise integrity.unpickling_error(path, err) from err
+        except Exception as err:  # torch raises many types for a file that is not an archive it wrote
+            if isinstance(err, FileNotFoundError):
+                raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
+            first = (str(err).splitlines() or [""])[0]
+            raise CorruptCheckpointError(
+                f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {first}). "
+                f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
+                f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
                 path,
             ) from err
-        raise CorruptCheckpointError(f"{path!r} is not a readable checkpoint: {err}", path) from err
-    except Exception as err:  # torch raises many types for a file that is not an archive it wrote
-        if isinstance(err, FileNotFoundError):
-            raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
-        raise CorruptCheckpointError(
-            f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
-            f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
-            f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
-            path,
-        ) from err
+
+
+def _folder_message(path: str, fs: Any, inner: str) -> str:
+    names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(inner, detail=False))
+    if any(n.endswith(".distcp") or n == META_FILE for n in names):
+        return (
+            f"{path!r} is not a committed sharded checkpoint: it holds shards but no {COMMIT_FILE!r} commit marker, "
+            f"which an interrupted sharded save leaves. Choose another checkpoint."
+        )
+    ckpts = [n for n in names if n.endswith(".ckpt") and not n.startswith(".")]
+    if ckpts:
+        return (
+            f"{path!r} is a folder of {len(ckpts)} checkpoint(s), not a checkpoint: pass one of them "
+            f"(e.g. {ckpts[-1]!r})."
+        )
+    return f"{path!r} is a folder, not a checkpoint file or a sharded checkpoint. Choose a checkpoint file."
 
 
 class TorchCheckpointIO(CheckpointIO):
@@ -129,7 +165,18 @@ class TorchCheckpointIO(CheckpointIO):
 
     supports_sharded = True
 
-    def __init__(self) -> None:
+    def __init__(self, verify_integrity: bool | None = None, max_pickle_bytes: int | None = None) -> None:
+        """`verify_integrity`: check every record's CRC32 on load (None: on, unless the environment variable
+        ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
+        `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
+        ``SAVEPOINT_MAX_PICKLE_BYTES``)."""
+        self._created = time.time()  # uncommitted sharded folders older than this are certainly abandoned
+        if verify_integrity is not None:
+            integrity.resolve_verify(verify_integrity)  # a wrong type fails here, not at the first load
+        if max_pickle_bytes is not None:
+            integrity.resolve_max_pickle_bytes(max_pickle_bytes)
+        self.verify_integrity = verify_integrity
+        self.max_pickle_bytes = max_pickle_bytes
         self._active: set[Path] = set()
         self._unlinking: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -177,6 +224,9 @@ class TorchCheckpointIO(CheckpointIO):
         except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            interrupt = interrupt_in(err)
+            if interrupt is not None and interrupt is not err:
+                raise interrupt from None  # Ctrl-C in a write: the interrupt, not a write error
             if isinstance(err, Exception):
                 cause = _root_os_error(err)
                 hint = ""
@@ -219,6 +269,9 @@ class TorchCheckpointIO(CheckpointIO):
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe_file(inner, buffer.getvalue())
         except Exception as err:
+            interrupt = interrupt_in(err)
+            if interrupt is not None:
+                raise interrupt from None
             raise CheckpointWriteError(
                 f"saving checkpoint {shown!r} failed ({type(err).__name__}: {err}); the object previously at "
                 f"that path, if any, is intact.",
@@ -226,9 +279,30 @@ class TorchCheckpointIO(CheckpointIO):
             ) from err
 
     def load_checkpoint(
-        self, path: str, map_location: Any | None = None, storage_options: Any | None = None, **kwargs: Any
+        self,
+        path: str,
+        map_location: Any | None = None,
+        storage_options: Any | None = None,
+        verify_integrity: bool | None = None,
+        unused_keys: tuple[str, ...] = (),
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        return load_file(str(path), map_location, storage_options)
+        """A file, or a whole sharded folder assembled in this process (its records' CRCs checked first).
+
+        A file passes the integrity checks first; `verify_integrity` overrides the instance's setting, and
+        `unused_keys` names top-level keys the caller will not use (their tensors' CRCs are skipped)."""
+        path = str(path)
+        if "://" not in path and self.is_sharded_checkpoint(path):
+            return load_full(path, self.load_sharded_meta(path), verify_sharded(path).problems)
+        verify = self.verify_integrity if verify_integrity is None else verify_integrity
+        return load_file(
+            path,
+            map_location,
+            storage_options,
+            verify_integrity=verify,
+            max_pickle_bytes=self.max_pickle_bytes,
+            unused_keys=tuple(unused_keys),
+        )
 
     def remove_checkpoint(self, path: str) -> None:
         fs, inner = get_fs(path)
@@ -238,14 +312,28 @@ class TorchCheckpointIO(CheckpointIO):
             else:
                 fs.rm(inner, recursive=True)
 
+    def is_sharded_checkpoint(self, path: str) -> bool:
+        return "://" not in str(path) and os.path.isfile(os.path.join(str(path), COMMIT_FILE))
+
+    def save_sharded_meta(self, meta: dict[str, Any], path: str) -> None:
+        """Global rank 0, before `save_sharded`: the folder without its old commit marker, and ``meta.ckpt``.
+        Uncommitted sharded folders beside it from before this IO existed (crashed saves) are removed."""
+        remove_abandoned(os.path.dirname(os.path.abspath(path)), self._created, keep=os.path.abspath(path))
+        prepare_folder(path)
+        self.save_checkpoint(meta, os.path.join(path, META_FILE))
+
     def save_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Every rank writes its shards (``torch.distributed.checkpoint``); ``.metadata`` is written last."""
-        from savepoint.checkpoint.sharded import save_dcp
-
         save_dcp(state, path, process_group)
+
+    def load_sharded_meta(self, path: str) -> dict[str, Any]:
+        return load_file(
+            os.path.join(str(path), META_FILE),
+            map_location="cpu",
+            verify_integrity=self.verify_integrity,
+            max_pickle_bytes=self.max_pickle_bytes,
+        )
 
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         """Fill `state` in place from a sharded folder, resharding to this world size; never runs code."""
-        from savepoint.checkpoint.sharded import load_dcp
-
         load_dcp(state, path, process_group)
