@@ -201,6 +201,7 @@ def lightning_file(tmp_path):
 def test_lightning_file_with_namespace_hparams_reads_without_trust_pickle(lightning_file, capsys):
     model = SavepointNamespaceNet.load_from_checkpoint(lightning_file)
     assert main(["verify", str(lightning_file)]) == 0  # verify accepts what loading accepts
+    capsys.readouterr()
     assert model.hparams.args == argparse.Namespace(lr=0.1, layers=[1, 2])
     assert main(["inspect", str(lightning_file), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

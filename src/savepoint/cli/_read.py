@@ -20,10 +20,10 @@ from savepoint.checkpoint.errors import (
     FormatVersionError,
     NotACheckpointError,
 )
-from savepoint.checkpoint.export import is_export_dir, read_export
 from savepoint.checkpoint.sharded import COMMIT_FILE
 from savepoint.hparams import decode, to_plain
 from savepoint.plugins.io._fs import get_fs
+from savepoint.plugins.io.export import is_export_dir, read_export
 from savepoint.plugins.io.torch_io import TorchCheckpointIO, load_file
 
 _SHARD = re.compile(r"__(\d+)_(\d+)\.distcp$")

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from savepoint.checkpoint.export import write_export
+    from savepoint.plugins.io.export import write_export
 
     checkpoint = _read.load_full(args.path)
     if not checkpoint.get("state_dict"):

@@ -23,12 +23,12 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     interrupt_in,
 )
-from savepoint.checkpoint.export import is_export_dir, read_export
 from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io._fs import fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.export import is_export_dir, read_export
 from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
 from savepoint.plugins.io.verify_sharded import verify_sharded
 

@@ -7,8 +7,8 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import CorruptCheckpointError
-from savepoint.checkpoint.export import is_export_dir, read_export, write_export
 from savepoint.hparams import encode_hparams
+from savepoint.plugins.io.export import is_export_dir, read_export, write_export
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
