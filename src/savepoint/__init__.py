@@ -21,6 +21,7 @@ from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpoin
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 from savepoint.trainer.preemption import Preempted, RankFailedError
 from savepoint.trainer.trainer import Trainer
+from savepoint.utilities.seed import seed_everything
 
 LightningModule = TrainingModule
 LightningDataModule = DataModule
@@ -55,5 +56,6 @@ __all__ = [
     "WeightsOnlyCheckpointError",
     "__version__",
     "register_hparams_class",
+    "seed_everything",
     "verify",
 ]

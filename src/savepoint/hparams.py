@@ -182,6 +182,8 @@ def _decode_dataclass(value: dict[str, Any], fields: dict[str, Any], trusted_mod
     cls = _REGISTERED.get(key)
     if cls is None and value["module"] in trusted_modules:
         cls = _lookup_imported(*key)
+        if getattr(cls, "__module__", None) != value["module"]:
+            cls = None  # imported into that module from elsewhere, not defined there
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         init_fields = {f.name for f in dataclasses.fields(cls) if f.init}
         obj = cls(**{k: v for k, v in fields.items() if k in init_fields})

@@ -91,3 +91,20 @@ def test_load_from_checkpoint_does_not_read_the_optimizer_state_it_does_not_use(
     bad, _ = _flip_in(_trained(tmp_path), "optimizer_states", tmp_path / "corrupt-o.ckpt")
     assert isinstance(AdamModel.load_from_checkpoint(bad), AdamModel)
     assert not sp.verify(bad).ok
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"format_version": -1}, {"format_version": "abc"}, {"state_dict": [1, 2]}, {"loops": {"fit_loop": [0]}}],
+    ids=["format-minus-one", "format-abc", "state-dict-list", "fit-loop-list"],
+)
+def test_fit_ckpt_path_refuses_what_verify_fails_with_the_same_reason(tmp_path, edit):
+    checkpoint = torch.load(_trained(tmp_path), weights_only=True)
+    bad = tmp_path / "corrupt-edited.ckpt"
+    torch.save({**checkpoint, **edit}, bad)
+    report = sp.verify(bad)
+    assert not report.ok
+    train, val = loaders()
+    with pytest.raises(sp.CheckpointError) as info:
+        quiet_trainer(max_epochs=2, enable_checkpointing=False).fit(AdamModel(), train, val, ckpt_path=bad)
+    assert report.problems == [str(info.value)] and info.value.path == str(bad)

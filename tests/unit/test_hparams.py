@@ -191,3 +191,16 @@ def test_hparams_registered_dataclass_is_rebuilt(tmp_path, monkeypatch):
 def test_hparams_register_refuses_what_is_not_a_dataclass_type():
     with pytest.raises(TypeError, match="takes a dataclass type, got 3"):
         sp.register_hparams_class(3)
+
+
+def test_hparams_dataclass_imported_into_the_loaded_class_module_is_not_rebuilt(monkeypatch):
+    config = _foreign_dataclass(monkeypatch)
+    monkeypatch.setattr(sys.modules[__name__], "ImportedConfig", config, raising=False)
+    tagged = {
+        "__savepoint_type__": "dataclass",
+        "module": __name__,
+        "qualname": "ImportedConfig",
+        "fields": {"depth": 1},
+    }
+    with pytest.warns(UserWarning, match="returned as a dict"):
+        assert decode(tagged, frozenset({__name__})) == {"depth": 1}

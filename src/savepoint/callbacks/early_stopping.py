@@ -77,7 +77,7 @@ class EarlyStopping(Callback):
             self._check(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if not self._check_on_train_epoch_end and trainer.training and not trainer.sanity_checking:
+        if not self._check_on_train_epoch_end and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._check(trainer)
 
     def _improved(self, current: torch.Tensor) -> bool:

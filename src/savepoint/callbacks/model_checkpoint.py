@@ -211,7 +211,8 @@ class ModelCheckpoint(Checkpoint):
     # -- when -----------------------------------------------------------------------------------------------
 
     def _skip(self, trainer: Trainer) -> bool:
-        return trainer.sanity_checking or not trainer.training
+        # Lightning's rule: saves happen only in fit, never in the sanity check or a fast_dev_run.
+        return trainer.sanity_checking or trainer.state.fn != "fit" or bool(trainer.fast_dev_run)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int

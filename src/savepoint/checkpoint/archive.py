@@ -129,7 +129,7 @@ def start_crc_check(path: str, records: list[Record], limit: int, shown: str) ->
     Returns a function that waits for the threads and raises the first mismatch. The pages read here are
     those a memory-mapped ``torch.load`` then finds in the page cache.
     """
-    stored = [r for r in records if not r.compressed and r.size > 0]
+    stored = [r for r in records if not r.compressed]
     compressed = [r for r in records if r.compressed]
     if not stored and not compressed:
         return lambda: None

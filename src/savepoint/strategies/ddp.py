@@ -35,8 +35,8 @@ class _StepWrapper(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, batch: Any, batch_idx: int) -> Any:
-        return self.module.training_step(batch, batch_idx)
+    def forward(self, *args: Any) -> Any:
+        return self.module.training_step(*args)
 
 
 class DDPStrategy(Strategy):
@@ -138,13 +138,13 @@ class DDPStrategy(Strategy):
                 _StepWrapper(self._model), device_ids=device_ids, **self._ddp_kwargs
             )
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
         if self._wrapped is not None:
-            return self._wrapped(batch, batch_idx)
-        return super().training_step(batch, batch_idx)
+            return self._wrapped(*args)
+        return super().training_step(*args)
 
-    def process_dataloader(self, loader: Any) -> Any:
-        return add_distributed_sampler(loader, self.world_size, self.global_rank)
+    def process_dataloader(self, loader: Any, evaluation: bool = False) -> Any:
+        return add_distributed_sampler(loader, self.world_size, self.global_rank, unrepeated=evaluation)
 
     # -- agreement -------------------------------------------------------------------------------------------
 

@@ -93,9 +93,9 @@ class FSDPStrategy(DDPStrategy):
         fully_shard(model, mesh=mesh, reshard_after_forward=self.reshard_after_forward)
         self._wrapped = None
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
         assert self._model is not None
-        return self._model.training_step(batch, batch_idx)
+        return self._model.training_step(*args)
 
     # -- state in and out ---------------------------------------------------------------------------------------
 

@@ -128,16 +128,27 @@ class Strategy(ABC):
     def batch_to_device(self, batch: Any) -> Any:
         return move_to_device(batch, self.root_device)
 
-    def process_dataloader(self, loader: Any) -> Any:
+    def process_dataloader(self, loader: Any, evaluation: bool = False) -> Any:
+        """`loader` as this strategy runs it (a distributed sampler under DDP). ``evaluation`` (test, predict):
+        every sample exactly once over all ranks, no padding duplicates."""
         return loader
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
+        """``(batch, batch_idx)``, or ``(batch,)`` when the module's ``training_step`` takes no index."""
         assert self._model is not None
-        return self._model.training_step(batch, batch_idx)
+        return self._model.training_step(*args)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+    def validation_step(self, *args: Any) -> Any:
         assert self._model is not None
-        return self._model.validation_step(batch, batch_idx)
+        return self._model.validation_step(*args)
+
+    def test_step(self, *args: Any) -> Any:
+        assert self._model is not None
+        return self._model.test_step(*args)
+
+    def predict_step(self, *args: Any) -> Any:
+        assert self._model is not None
+        return self._model.predict_step(*args)
 
     # -- agreement between ranks ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import torch
 from savepoint.checkpoint.resume import capture_rng, restore_rng
 from savepoint.trainer import logger_connector, preemption
 from savepoint.trainer.data import TrainData, first_tensor_len
+from savepoint.trainer.manual import clip_grads
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -73,6 +74,8 @@ class FitLoop:
         self._window_has_grad = False  # a backward ran since the last optimizer step
         self._t_start = 0.0
         self._elapsed_before = 0.0
+        self.automatic = True  # the module's automatic_optimization, read once per fit
+        self.step_takes_batch_idx = True
         # The step in flight, for exception-time saves (see `preemption.exception_save_plan`).
         self.step_phase = preemption.IDLE
         self.track_rollback = (
@@ -203,6 +206,9 @@ class FitLoop:
 
     def _start_epoch(self) -> None:
         t = self.trainer
+        n = t._cfg.reload_dataloaders_every_n_epochs
+        if n and self.pos.epoch > 0 and self.pos.epoch % n == 0:
+            t._load_fit_data()
         assert self.data is not None
         self.data.set_epoch(self.pos.epoch)
         self.pos.batches_done = 0
@@ -276,7 +282,7 @@ class FitLoop:
         t = self.trainer
         cfg = t._cfg
         strategy = t.strategy
-        batch = strategy.batch_to_device(batch)
+        batch = t._precision.convert_input(strategy.batch_to_device(batch))
         t._metrics.batch_size = first_tensor_len(batch)
         t._metrics.stage = "train"
         response = t._call("on_train_batch_start", batch, batch_idx)
@@ -284,10 +290,13 @@ class FitLoop:
             self.trainer.should_stop = True
             self._last_output = None
             return
+        args = (batch, batch_idx) if self.step_takes_batch_idx else (batch,)
         with t._precision.autocast():
-            output = t._run_module("training_step", strategy.training_step, batch, batch_idx)
-        loss = _loss_of(output)
+            output = t._run_module("training_step", strategy.training_step, *args)
         self._last_output = output
+        if not self.automatic:  # training_step stepped its optimizers itself
+            return
+        loss = _loss_of(output)
         self.pos.accumulated += 1
         if loss is not None:
             if cfg.accumulate_grad_batches > 1:
@@ -314,11 +323,7 @@ class FitLoop:
             t._precision.unscale(opt)
             t._call("on_before_optimizer_step", opt)
             if cfg.gradient_clip_val:
-                group_params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-                if cfg.gradient_clip_algorithm == "norm":
-                    torch.nn.utils.clip_grad_norm_(group_params, cfg.gradient_clip_val)
-                else:
-                    torch.nn.utils.clip_grad_value_(group_params, cfg.gradient_clip_val)
+                clip_grads(opt, cfg.gradient_clip_val, cfg.gradient_clip_algorithm)
             self.step_phase = preemption.OPTIMIZER
             t._precision.step(opt)
         t._precision.update()
@@ -331,6 +336,8 @@ class FitLoop:
     def step_schedulers(self, interval: str) -> None:
         """Step the LR schedulers of `interval` ("step" after an optimizer step, "epoch" at the epoch end)."""
         t = self.trainer
+        if not self.automatic:  # in manual optimization training_step steps its schedulers (as Lightning)
+            return
         for config in t.lr_scheduler_configs:
             if config.interval != interval:
                 continue
@@ -402,6 +409,10 @@ class FitLoop:
             and (self.pos.epoch + 1) % cfg.check_val_every_n_epoch != 0
         ):
             return False
+        if t.should_stop and self.pos.epoch + 1 >= cfg.min_epochs:
+            return (
+                True  # stopping mid-epoch (Timer, a callback): validate first, as Lightning, so saves follow
+            )
         assert self.data is not None
         interval = cfg.val_check_interval
         if isinstance(interval, int):

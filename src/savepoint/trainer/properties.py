@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
-from savepoint.trainer.evaluation import _limit
+from savepoint.trainer.evaluation import batch_limit
+from savepoint.trainer.states import RunningStage, TrainerState
 
 if TYPE_CHECKING:
     from savepoint.datamodule import DataModule
@@ -33,6 +35,80 @@ class TrainerProperties:
     _fit_loop: Any
     _precision: Any
     _val_loaders: list[Any]
+    _eval_loaders: dict[str, list[Any]]
+    state: TrainerState
+
+    # -- what the Trainer is doing (Lightning's flags, derived from state.stage) ---------------------------------
+
+    def _stage_flag(self, stage: RunningStage) -> bool:
+        return self.state.stage == stage
+
+    def _set_stage_flag(self, stage: RunningStage, value: bool) -> None:
+        if value:
+            self.state.stage = stage
+        elif self.state.stage == stage:
+            self.state.stage = None
+
+    training = property(
+        lambda self: self._stage_flag(RunningStage.TRAINING),
+        lambda self, v: self._set_stage_flag(RunningStage.TRAINING, v),
+    )
+    sanity_checking = property(
+        lambda self: self._stage_flag(RunningStage.SANITY_CHECKING),
+        lambda self, v: self._set_stage_flag(RunningStage.SANITY_CHECKING, v),
+    )
+    validating = property(
+        lambda self: self._stage_flag(RunningStage.VALIDATING),
+        lambda self, v: self._set_stage_flag(RunningStage.VALIDATING, v),
+    )
+    testing = property(
+        lambda self: self._stage_flag(RunningStage.TESTING),
+        lambda self, v: self._set_stage_flag(RunningStage.TESTING, v),
+    )
+    predicting = property(
+        lambda self: self._stage_flag(RunningStage.PREDICTING),
+        lambda self, v: self._set_stage_flag(RunningStage.PREDICTING, v),
+    )
+
+    @property
+    def fast_dev_run(self) -> int | bool:
+        return self._cfg.fast_dev_run
+
+    @property
+    def max_time(self) -> Any:
+        return self._cfg.max_time
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the whole fit will take, as Lightning estimates them (for OneCycleLR and the like)."""
+        cfg = self._cfg
+        if cfg.max_epochs == -1:
+            return math.inf if cfg.max_steps == -1 else cfg.max_steps
+        total = self.num_training_batches
+        if total == math.inf:
+            return cfg.max_steps if cfg.max_steps != -1 else math.inf
+        steps = math.ceil(total / cfg.accumulate_grad_batches) * max(cfg.max_epochs, 1)
+        return min(steps, cfg.max_steps) if cfg.max_steps != -1 else steps
+
+    @property
+    def val_dataloaders(self) -> Any:
+        return _one_or_list(self._val_loaders)
+
+    @property
+    def test_dataloaders(self) -> Any:
+        return _one_or_list(self._eval_loaders.get("test", []))
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        return _one_or_list(self._eval_loaders.get("predict", []))
+
+    @property
+    def gradient_clip_val(self) -> float | None:
+        return self._cfg.gradient_clip_val
+
+    @property
+    def gradient_clip_algorithm(self) -> str:
+        return self._cfg.gradient_clip_algorithm
 
     # -- properties --------------------------------------------------------------------------------------------
 
@@ -179,7 +255,7 @@ class TrainerProperties:
     @property
     def num_val_batches(self) -> list[int | float]:
         """Validation batches per dataloader (after ``limit_val_batches``)."""
-        return [_limit(loader, self._cfg.limit_val_batches) for loader in self._val_loaders]
+        return [batch_limit(loader, self._cfg.limit_val_batches) for loader in self._val_loaders]
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
@@ -215,3 +291,9 @@ class TrainerProperties:
     @property
     def scaler(self) -> torch.amp.GradScaler | None:
         return self._precision.scaler
+
+
+def _one_or_list(loaders: list[Any]) -> Any:
+    if not loaders:
+        return None
+    return loaders[0] if len(loaders) == 1 else loaders

@@ -1,10 +1,13 @@
 """`Trainer`: the façade. Arguments are validated here; the loops, checkpoint assembly and storage live
-in `fit_loop`, `checkpointing` and the strategy."""
+in `fit_loop`, `evaluation`, `prediction`, `checkpointing` and the strategy; ``validate``/``test``/``predict``
+in `entrypoints`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -20,19 +23,24 @@ from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.strategies.strategy import Strategy
 from savepoint.trainer import checkpointing, logger_connector
 from savepoint.trainer.config import build_config, select_strategy
-from savepoint.trainer.data import TrainData
+from savepoint.trainer.data import TrainData, sequential_loader
+from savepoint.trainer.entrypoints import EvaluationEntryPoints
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
 from savepoint.trainer.hooks import HookDispatch, _overrides
 from savepoint.trainer.interrupts import FitGuard
+from savepoint.trainer.manual import ManualOptimization, check_optimization, takes_batch_idx
 from savepoint.trainer.metrics import MetricStore
 from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
+from savepoint.trainer.prediction import PredictLoop
 from savepoint.trainer.properties import TrainerProperties
 from savepoint.trainer.signals import split_signal_plugins
+from savepoint.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from savepoint.utilities.rank_zero import rank_zero_only
 
 
-class Trainer(TrainerProperties, HookDispatch):
+class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOptimization):
     """Trains a `TrainingModule`, checkpointing automatically (see ``fit``)."""
 
     def __init__(
@@ -63,6 +71,18 @@ class Trainer(TrainerProperties, HookDispatch):
         deterministic: bool | str | None = None,
         plugins: Any = None,
         log_every_n_steps: int | None = None,
+        fast_dev_run: int | bool = False,
+        max_time: str | timedelta | dict[str, int] | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
         **deprecated: Any,
     ) -> None:
         given = {
@@ -83,12 +103,15 @@ class Trainer(TrainerProperties, HookDispatch):
         rest["plugins"], self._stop_signals, self._signal_plugin = split_signal_plugins(rest.get("plugins"))
         self._strategy = select_strategy(rest)
         self._logger_arg = rest.pop("logger", True)
-        self._callbacks = self._assemble_callbacks(self._cfg.callbacks)
+        self._callbacks = self._assemble_callbacks(self._cfg.callbacks + self._timer_callback())
         self._loggers: list[Logger] = logger_connector.build_loggers(
             self._logger_arg, self._cfg.default_root_dir
         )
         if self._cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self._cfg.deterministic == "warn")
+        if self._cfg.benchmark is not None:
+            torch.backends.cudnn.benchmark = self._cfg.benchmark
+        self.state = TrainerState()
 
         self._model: TrainingModule | None = None
         self._datamodule: DataModule | None = None
@@ -98,6 +121,8 @@ class Trainer(TrainerProperties, HookDispatch):
         self._metrics = MetricStore(self)
         self._fit_loop = FitLoop(self)
         self._val_loaders: list[Any] = []
+        self._eval_loaders: dict[str, list[Any]] = {}
+        self.predict_loop = PredictLoop()
         self._validation_has_run = False
         self._restored_step: int | None = None
         self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
@@ -105,15 +130,20 @@ class Trainer(TrainerProperties, HookDispatch):
         # Why fit stopped, in a few words ("`max_epochs=10` reached"): whoever stops a fit (EarlyStopping,
         # max_time, a preemption signal) sets it with should_stop; fit fills it in when it runs out.
         self.stop_reason: str | None = None
-        self.sanity_checking = False
-        self.training = False
-        self.validating = False
         self.ckpt_path: str | None = None
         self._in_fit = False
         self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
         self._exception_save_allowed = True
 
     # -- construction helpers ----------------------------------------------------------------------------------
+
+    def _timer_callback(self) -> list[Callback]:
+        """``max_time`` is a `Timer` callback, as in Lightning (unless the user passed their own Timer)."""
+        from savepoint.callbacks.timer import Timer
+
+        if self._cfg.max_time is None or any(isinstance(cb, Timer) for cb in self._cfg.callbacks):
+            return []
+        return [Timer(duration=self._cfg.max_time, interval="step")]
 
     def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         from savepoint.callbacks.model_checkpoint import ModelCheckpoint
@@ -212,14 +242,19 @@ class Trainer(TrainerProperties, HookDispatch):
             ckpt_path = self._cfg.resume_from_checkpoint
         self._strategy.setup_environment()
         self._in_fit = True
+        self.state.fn, self.state.status = TrainerFn.FITTING, TrainerStatus.RUNNING
         failed = True
+        anomaly = torch.autograd.detect_anomaly() if self._cfg.detect_anomaly else contextlib.nullcontext()
         self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
         self._guard.install()  # SIGTERM/SIGINT only set a flag until fit returns (see `trainer/signals.py`)
         try:
-            self._setup(model, datamodule, "fit")
-            self._fit(train_dataloaders, val_dataloaders, ckpt_path)
+            with anomaly:
+                self._setup(model, datamodule, "fit")
+                self._fit(train_dataloaders, val_dataloaders, ckpt_path)
             failed = False
+            self.state.status = TrainerStatus.FINISHED
         except BaseException as err:
+            self.state.status = TrainerStatus.INTERRUPTED
             reported = self._guard.on_exception(err)
             self._call_callbacks("on_exception", reported)
             self._guard.after_exception(reported)
@@ -237,6 +272,7 @@ class Trainer(TrainerProperties, HookDispatch):
         return self._exception_save_allowed
 
     def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
+        rank_zero_only.rank = self.global_rank  # type: ignore[attr-defined]
         self._model = model
         self._hook_cache = {}
         model.trainer = self
@@ -257,23 +293,17 @@ class Trainer(TrainerProperties, HookDispatch):
         self.stop_reason = None
         self._validation_has_run = False
         self._restored_step = None
-        strategy.setup(self)
         self._precision = Precision(self._cfg.precision, strategy.root_device.type)
+        self._precision.convert_module(model)
+        if self._cfg.sync_batchnorm and self.world_size > 1:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm children in place
+        strategy.setup(self)
 
-        train_loader = train_dataloaders
-        if train_loader is None and self._datamodule is not None:
-            train_loader = self._datamodule.train_dataloader()
-        if train_loader is None:
-            train_loader = model.train_dataloader()
-        if train_loader is None:
-            raise ValueError(
-                "Trainer.fit found no training data: pass train_dataloaders=, a datamodule=, or implement "
-                "train_dataloader() in the TrainingModule."
-            )
-        train_loader = strategy.process_dataloader(train_loader)
-        self._val_loaders = self._resolve_val_loaders(val_dataloaders)
         self._fit_loop = FitLoop(self)
-        self._fit_loop.data = TrainData(train_loader, self._cfg.limit_train_batches)
+        self._fit_data_args = (train_dataloaders, val_dataloaders)
+        self._load_fit_data()
+        self._fit_loop.automatic = model.automatic_optimization
+        self._fit_loop.step_takes_batch_idx = takes_batch_idx(model.training_step)
         self._guard.attach(self._fit_loop)
 
         resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
@@ -298,6 +328,7 @@ class Trainer(TrainerProperties, HookDispatch):
         )
         if not self._optimizers:
             raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
+        check_optimization(self, model, self._optimizers)
         self._optimizers = strategy.setup_optimizers(self._optimizers)
         # As Lightning: on_fit_start runs before optimizer and loop states are restored, so a callback can
         # reshape the optimizers first (fine-tuning adds back the parameter groups it had added).
@@ -335,6 +366,25 @@ class Trainer(TrainerProperties, HookDispatch):
         if self.is_global_zero:
             print(f"`Trainer.fit` stopped: {self.stop_reason}.", file=sys.stderr, flush=True)
 
+    def _load_fit_data(self) -> None:
+        """Ask for the training and validation data (again every ``reload_dataloaders_every_n_epochs``)."""
+        train_dataloaders, val_dataloaders = self._fit_data_args
+        model = self.training_module
+        train_loader = train_dataloaders
+        if train_loader is None and self._datamodule is not None:
+            train_loader = self._datamodule.train_dataloader()
+        if train_loader is None:
+            train_loader = model.train_dataloader()
+        if train_loader is None:
+            raise ValueError(
+                "Trainer.fit found no training data: pass train_dataloaders=, a datamodule=, or implement "
+                "train_dataloader() in the TrainingModule."
+            )
+        if self._cfg.overfit_batches:
+            train_loader = sequential_loader(train_loader)
+        self._fit_loop.data = TrainData(self._process_loader(train_loader), self._cfg.limit_train_batches)
+        self._val_loaders = self._resolve_val_loaders(val_dataloaders)
+
     def _resolve_val_loaders(self, val_dataloaders: Any) -> list[Any]:
         loaders = val_dataloaders
         if loaders is None and self._datamodule is not None:
@@ -344,7 +394,7 @@ class Trainer(TrainerProperties, HookDispatch):
         if loaders is None:
             return []
         loaders = list(loaders) if isinstance(loaders, list | tuple) else [loaders]
-        return [self._strategy.process_dataloader(loader) for loader in loaders]
+        return [self._process_loader(loader) for loader in loaders]
 
     def _sanity_check(self) -> None:
         steps = self._cfg.num_sanity_val_steps
@@ -363,11 +413,11 @@ class Trainer(TrainerProperties, HookDispatch):
             self._metrics.callback_metrics = saved_metrics
 
     def _run_validation(self, sanity: bool = False, on_end: Any = None) -> dict[str, torch.Tensor]:
-        self.validating = True
+        previous, self.state.stage = self.state.stage, RunningStage.VALIDATING
         try:
             results = run_validation(self, self._val_loaders, max_batches=None, on_end=on_end)
         finally:
-            self.validating = False
+            self.state.stage = previous
         self._validation_has_run = True
         return results
 
@@ -384,47 +434,6 @@ class Trainer(TrainerProperties, HookDispatch):
                 self._datamodule.teardown(stage)
         finally:
             self._strategy.teardown()
-
-    # -- validate ---------------------------------------------------------------------------------------------
-
-    def validate(
-        self,
-        model: TrainingModule | None = None,
-        dataloaders: Any = None,
-        ckpt_path: str | os.PathLike | None = None,
-        verbose: bool = True,
-        datamodule: DataModule | None = None,
-    ) -> list[dict[str, float]]:
-        """Run one validation epoch; returns ``[metrics]``. ``ckpt_path`` loads weights first."""
-        model = model if model is not None else self._model
-        if model is None:
-            raise TypeError("Trainer.validate needs a model: pass model=, or call fit first.")
-        if isinstance(dataloaders, DataModule):
-            datamodule, dataloaders = dataloaders, None
-        self._strategy.setup_environment()
-        self._in_fit = True
-        try:
-            self._setup(model, datamodule if datamodule is not None else self._datamodule, "validate")
-            self._strategy.setup(self)
-            self._precision = Precision(self._cfg.precision, self._strategy.root_device.type)
-            resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
-            if resolved is not None:
-                checkpointing.load_weights(self, checkpointing.load_checkpoint(self, resolved), resolved)
-            self._val_loaders = self._resolve_val_loaders(dataloaders)
-            if not self._val_loaders:
-                raise ValueError(
-                    "Trainer.validate found no validation data: pass dataloaders= or a datamodule=."
-                )
-            self._metrics.callback_metrics = {}
-            results = self._run_validation()
-        finally:
-            self._teardown("validate", failed=False)
-        out = {k: float(v) for k, v in results.items()}
-        if verbose and self.is_global_zero:
-            from savepoint.callbacks.progress import print_metrics
-
-            print_metrics("Validate", out)
-        return [out]
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
