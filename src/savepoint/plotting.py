@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any
 
+from savepoint.cli._common import add_command
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 SKIPPED = ("epoch", "hp_metric")
@@ -125,13 +126,21 @@ def _draw(
 
 def add_parser(sub: Any) -> None:
     """Register ``savepoint plot`` on the CLI's subcommands."""
-    p = sub.add_parser(
-        "plot", help="draw a run's logged metrics and its save points to a PNG (needs matplotlib)"
+    p = add_command(
+        sub,
+        "plot",
+        _cmd_plot,
+        summary="draw a run's logged metrics and its save points to a PNG (needs matplotlib)",
+        description="Reads the metrics a run logged (its metrics.csv, or TensorBoard event files) and the "
+        "checkpoints in its folder, and draws each metric against the step with the save points marked.",
+        examples=[
+            "savepoint plot runs/version_0",
+            "savepoint plot runs/version_0 --metrics val_loss -o val.png",
+        ],
     )
     p.add_argument("run_dir", help="the run's folder, e.g. runs/version_0")
     p.add_argument("--metrics", nargs="+", metavar="NAME", help="only these metrics (default: all logged)")
     p.add_argument("-o", "--output", help="the PNG to write (default: RUN_DIR/metrics.png)")
-    p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:

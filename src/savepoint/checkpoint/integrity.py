@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from savepoint.checkpoint.errors import (
     OversizedCheckpointError,
     UnsafeCheckpointError,
 )
+from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 
 VERIFY_ENV = "SAVEPOINT_VERIFY_INTEGRITY"
 MAX_PICKLE_ENV = "SAVEPOINT_MAX_PICKLE_BYTES"
@@ -169,7 +171,8 @@ def storage_claims(data: bytes, shown: str) -> Claims:
     unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(data), encoding="utf-8")
     unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
     try:
-        obj = unpickler.load()
+        with foreign_containers_allowed():  # the classes a load accepts (Lightning's Namespace hparams)
+            obj = unpickler.load()
     except pickle.UnpicklingError as err:
         raise unpickling_error(shown, err) from err
     except Exception as err:  # a truncated pickle, a view outside its storage, a bad dtype...
@@ -231,10 +234,21 @@ def unused_records(
     return {prefix + key for key in skipped - used}
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def unpickling_error(shown: str, err: BaseException) -> Exception:
     """Classify a weights-only unpickling failure: a refused global (unsafe) or damaged bytes (corrupt)."""
-    message = (str(err).splitlines() or [""])[0]
-    if "global" in message.lower() or "weights_only" in message.lower():
+    # torch's text carries terminal bold codes, and its first line is advice to unpickle anyway: keep the
+    # line naming the refused global.
+    lines = _ANSI_ESCAPE.sub("", str(err)).splitlines() or [""]
+    message = (
+        next((ln for ln in lines if "Unsupported global" in ln), lines[0])
+        .split(" Please use")[0]
+        .strip()
+        .rstrip(".")
+    )
+    if "global" in message.lower() or "weights_only" in message.lower() or "weights only" in message.lower():
         return UnsafeCheckpointError(
             f"{shown!r} holds pickled objects that are not plain data (refused, never executed): {message}. "
             f"savepoint loads only tensors, numbers, strings and containers; re-save the checkpoint with "

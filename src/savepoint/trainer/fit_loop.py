@@ -93,6 +93,7 @@ class FitLoop:
         state["metrics"] = trainer._metrics.state_dict()
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
+        state["lr_scheduler_configs"] = self._scheduler_configs()
         state["loggers"] = logger_connector.states(trainer)  # where each log stood at this save point
         if self.pos.accumulated > 0:
             module = trainer.training_module
@@ -102,6 +103,25 @@ class FitLoop:
                 if p.grad is not None
             }
         return state
+
+    def _scheduler_configs(self) -> list[dict[str, Any]]:
+        """How each LR scheduler steps: lets `savepoint convert --to lightning` apply a step savepoint takes
+        later in the epoch than Lightning does (see `checkpoint/lightning_format.py`)."""
+        optimizers = self.trainer.optimizers
+        out = []
+        for config in self.trainer.lr_scheduler_configs:
+            cls = type(config.scheduler)
+            optimizer = getattr(config.scheduler, "optimizer", None)
+            out.append(
+                {
+                    "class": f"{cls.__module__}.{cls.__qualname__}",
+                    "interval": config.interval,
+                    "frequency": config.frequency,
+                    "monitor": config.monitor if config.reduce_on_plateau else None,
+                    "optimizer_index": next((i for i, o in enumerate(optimizers) if o is optimizer), 0),
+                }
+            )
+        return out
 
     def rank_state(self) -> dict[str, Any]:
         """This rank's RNG states: now, and at the start of the epoch (from which the data order is drawn)."""

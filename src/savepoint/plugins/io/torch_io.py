@@ -25,11 +25,13 @@ from savepoint.checkpoint.errors import (
     CorruptCheckpointError,
     interrupt_in,
 )
+from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io import _spare as spare
 from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.plugins.io.export import is_export_dir, read_export
 from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
 from savepoint.plugins.io.verify_sharded import verify_sharded
 
@@ -92,41 +94,46 @@ def load_file(
             path,
         )
     if fs.isdir(inner):
+        if is_export_dir(path):  # `savepoint export --safetensors`: a weights-only checkpoint
+            return read_export(path)
         raise CorruptCheckpointError(_folder_message(path, fs, inner), path)
-    try:
-        if is_local(fs):
-            integrity.refuse_empty(os.path.getsize(inner), path)
-            if not zipfile.is_zipfile(inner):  # the legacy (pre-zip) torch.save format: nothing to check
-                return torch.load(inner, map_location=map_location, weights_only=True)
-            wait = integrity.check_local_file(
-                inner, path, verify=verify, limit=limit, unused_keys=unused_keys
-            )
-            try:
-                # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
-                mmap = _is_cpu_location(map_location)
-                return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
-            finally:
-                wait()  # a CRC mismatch explains whatever torch.load made of the same bytes
-        with fs.open(inner, "rb") as f:
-            data = f.read()
-        integrity.refuse_empty(len(data), path)
-        if zipfile.is_zipfile(io.BytesIO(data)):
-            integrity.check_stream(io.BytesIO(data), len(data), path, verify=verify, limit=limit)
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except CheckpointError:
-        raise
-    except pickle.UnpicklingError as err:
-        raise integrity.unpickling_error(path, err) from err
-    except Exception as err:  # torch raises many types for a file that is not an archive it wrote
-        if isinstance(err, FileNotFoundError):
-            raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
-        first = (str(err).splitlines() or [""])[0]
-        raise CorruptCheckpointError(
-            f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {first}). "
-            f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
-            f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
-            path,
-        ) from err
+    # Lightning files pickle Namespace hyperparameters: the integrity pass and the load may build that class
+    # (and Lightning's AttributeDict), nothing else.
+    with foreign_containers_allowed():
+        try:
+            if is_local(fs):
+                integrity.refuse_empty(os.path.getsize(inner), path)
+                if not zipfile.is_zipfile(inner):  # the legacy (pre-zip) torch.save format: nothing to check
+                    return torch.load(inner, map_location=map_location, weights_only=True)
+                wait = integrity.check_local_file(
+                    inner, path, verify=verify, limit=limit, unused_keys=unused_keys
+                )
+                try:
+                    # Memory-mapped: tensors read from the page cache on first use, no second copy in memory.
+                    mmap = _is_cpu_location(map_location)
+                    return torch.load(inner, map_location=map_location, weights_only=True, mmap=mmap)
+                finally:
+                    wait()  # a CRC mismatch explains whatever torch.load made of the same bytes
+            with fs.open(inner, "rb") as f:
+                data = f.read()
+            integrity.refuse_empty(len(data), path)
+            if zipfile.is_zipfile(io.BytesIO(data)):
+                integrity.check_stream(io.BytesIO(data), len(data), path, verify=verify, limit=limit)
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        except CheckpointError:
+            raise
+        except pickle.UnpicklingError as err:
+            raise integrity.unpickling_error(path, err) from err
+        except Exception as err:  # torch raises many types for a file that is not an archive it wrote
+            if isinstance(err, FileNotFoundError):
+                raise CheckpointNotFoundError(f"no checkpoint at {path!r}: {err}", path) from err
+            first = (str(err).splitlines() or [""])[0]
+            raise CorruptCheckpointError(
+                f"{path!r} is torn or not a checkpoint ({type(err).__name__}: {first}). "
+                f"A save interrupted by a crash cannot leave such a file under a checkpoint name with savepoint; "
+                f"run `savepoint verify {path}` for details, and resume from an earlier checkpoint.",
+                path,
+            ) from err
 
 
 def _regular(path: Path) -> bool:
