@@ -31,8 +31,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/loop_overhead.py
 	$(PY) bench/save_load.py
+	$(PY) bench/checkpoint_overhead.py
 	$(PY) bench/resume.py
 	$(PY) bench/distributed_save.py
+	$(PY) bench/preemption.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

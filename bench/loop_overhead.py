@@ -2,9 +2,10 @@
 
     python bench/loop_overhead.py [--steps 3000] [--repeat 3]
 
-Same data, same model, same optimizer. The Trainer runs with its defaults except the progress bar,
-the logger and checkpointing, which a hand-written loop does not have either (the second Trainer row
-has them all on, default ModelCheckpoint included: one save per epoch).
+Same data, same model, same optimizer. The first Trainer row turns off the progress bar, the logger,
+the model summary and checkpointing, which a hand-written loop does not have either; the second has
+every default on (the rich bar, the TensorBoard logger when installed, the model summary, the default
+ModelCheckpoint: one save per epoch). Both are held to the 1.3x budget.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def with_trainer(steps: int, everything_on: bool, root: str) -> float:
         trainer = sp.Trainer(
             max_epochs=1,
             enable_progress_bar=False,
+            enable_model_summary=False,
             logger=False,
             enable_checkpointing=False,
             num_sanity_val_steps=0,
@@ -112,6 +114,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="savepoint-loop-")
     hand_written(200)  # warm up
     with_trainer(200, False, root)
+    with_trainer(200, True, root)  # one-time costs (importing tensorboard) are not per-step costs
     # Interleaved, so a busy moment of the machine hits every variant alike; medians.
     hand, bare, full = [], [], []
     for _ in range(a.repeat):
@@ -138,7 +141,7 @@ def main() -> None:
                 f"{t_full * 1e6:.0f} us",
                 f"{t_hand * 1e6:.0f} us hand loop",
                 f"{t_full / t_hand:.2f}x",
-                "(for information)",
+                "<= 1.30x",
             ),
             (
                 "import savepoint",

@@ -26,11 +26,13 @@ def main() -> None:
     script = [sys.executable, str(HERE / "train_digits.py"), str(ROOT)]
 
     print(f"== 1. training (it will be killed after epoch {KILL_AFTER_EPOCH}, as a preemption would)")
-    proc = subprocess.Popen(script, stdout=subprocess.PIPE, text=True)
+    # Piped, the progress bar prints one plain line per epoch (after the epoch's checkpoint is saved).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(script, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     for line in proc.stdout:
         print("   ", line.rstrip())
-        if line.startswith(f"epoch {KILL_AFTER_EPOCH} "):
+        if line.startswith(f"Epoch {KILL_AFTER_EPOCH}/"):
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait()

@@ -65,16 +65,6 @@ class Classifier(sp.TrainingModule):
         return {"optimizer": opt, "lr_scheduler": sched}
 
 
-class Announce(sp.Callback):
-    """One line per epoch, so a supervisor (the demo) can tell how far training got."""
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        acc = trainer.callback_metrics.get("val_acc")
-        print(
-            f"epoch {trainer.current_epoch} step {trainer.global_step} val_acc {float(acc):.3f}", flush=True
-        )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("root")
@@ -92,8 +82,7 @@ def main() -> None:
     trainer = sp.Trainer(
         max_epochs=a.max_epochs,
         default_root_dir=a.root,
-        callbacks=[checkpoint, Announce()],
-        enable_progress_bar=False,
+        callbacks=[checkpoint],
     )
     trainer.fit(Classifier(), datamodule=Digits(), ckpt_path="last" if a.resume else None)
     print(f"best checkpoint: {checkpoint.best_model_path} (val_acc {float(checkpoint.best_model_score):.3f})")

@@ -8,16 +8,20 @@ from savepoint.checkpoint.errors import (
     CheckpointWriteError,
     CorruptCheckpointError,
     NotACheckpointError,
+    OversizedCheckpointError,
     StateMismatchError,
     UnsafeCheckpointError,
     WeightsOnlyCheckpointError,
 )
 from savepoint.checkpoint.verify import verify
 from savepoint.datamodule import DataModule
+from savepoint.hparams import register_hparams_class
 from savepoint.module import TrainingModule
 from savepoint.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from savepoint.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
+from savepoint.trainer.preemption import Preempted, RankFailedError
 from savepoint.trainer.trainer import Trainer
+from savepoint.utilities.seed import seed_everything
 
 LightningModule = TrainingModule
 LightningDataModule = DataModule
@@ -39,6 +43,9 @@ __all__ = [
     "LightningModule",
     "ModelCheckpoint",
     "NotACheckpointError",
+    "Preempted",
+    "RankFailedError",
+    "OversizedCheckpointError",
     "SingleDeviceStrategy",
     "StateMismatchError",
     "Strategy",
@@ -48,5 +55,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsOnlyCheckpointError",
     "__version__",
+    "register_hparams_class",
+    "seed_everything",
     "verify",
 ]

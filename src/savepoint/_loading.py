@@ -13,6 +13,7 @@ import torch
 
 from savepoint.checkpoint import format as fmt
 from savepoint.checkpoint.errors import StateMismatchError
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import AttributeDict, decode
 from savepoint.hparams_yaml import hparams_from_text
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
@@ -34,13 +35,26 @@ def checkpoint_io_or_default(checkpoint_io: CheckpointIO | None, where: str) -> 
 
 
 def read_checkpoint(
-    path: str | Path, map_location: Any = None, checkpoint_io: CheckpointIO | None = None
+    path: str | Path,
+    map_location: Any = None,
+    checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
+    unused_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer."""
+    """Load, check and upgrade a checkpoint file or sharded folder through `checkpoint_io`, outside any Trainer.
+
+    `verify_integrity` (None: the IO's own setting) and `unused_keys` (top-level keys whose tensors the
+    caller does not use: their CRCs are skipped) reach a `TorchCheckpointIO`; other IOs get them only when
+    set, as keyword arguments of their ``load_checkpoint``."""
     path = str(path)
     io = checkpoint_io if checkpoint_io is not None else TorchCheckpointIO()
-    raw = io.load_checkpoint(path, map_location=map_location)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    options: dict[str, Any] = {}
+    if verify_integrity is not None:
+        options["verify_integrity"] = verify_integrity
+    if unused_keys and isinstance(io, TorchCheckpointIO):
+        options["unused_keys"] = unused_keys
+    raw = io.load_checkpoint(path, map_location=map_location, **options)
+    return validated(raw, path)
 
 
 def _init_parameters(cls: type) -> dict[str, inspect.Parameter]:
@@ -67,7 +81,8 @@ def build_from_hparams(
             if isinstance(checkpoint.get(key), Mapping):
                 stored.update(checkpoint[key])
     stored.update(checkpoint.get(hparams_key) or {})
-    hparams = decode(stored)
+    # Dataclass hyperparameters are rebuilt if defined beside `cls` (or registered): see hparams.decode.
+    hparams = decode(stored, frozenset({cls.__module__}))
     hparams_name = checkpoint.get(name_key)
     params = _init_parameters(cls)
     accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -219,11 +234,15 @@ def load_module_from_checkpoint(
     hparams_file: str | Path | None = None,
     strict: bool | None = None,
     checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     path = str(checkpoint_path)
     io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
-    checkpoint = read_checkpoint(path, map_location=map_location, checkpoint_io=io)
+    # The optimizer state is not used here: its records (two thirds of an Adam checkpoint) are not read.
+    checkpoint = read_checkpoint(
+        path, map_location, io, verify_integrity=verify_integrity, unused_keys=(fmt.OPTIMIZER_STATES,)
+    )
     checkpoint = _with_hparams_file(checkpoint, hparams_file, io, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME)
     model = build_from_hparams(cls, checkpoint, fmt.HYPER_PARAMETERS, fmt.HPARAMS_NAME, path, kwargs)
     strict = resolve_strict(model, strict)
@@ -249,13 +268,16 @@ def load_datamodule_from_checkpoint(
     map_location: Any = None,
     hparams_file: str | Path | None = None,
     checkpoint_io: CheckpointIO | None = None,
+    verify_integrity: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     """Without stored datamodule hyperparameters the datamodule is built from its defaults (and ``kwargs``)."""
     path = str(checkpoint_path)
     io = checkpoint_io_or_default(checkpoint_io, f"{cls.__name__}.load_from_checkpoint")
     location = map_location if map_location is not None else "cpu"
-    checkpoint = read_checkpoint(path, map_location=location, checkpoint_io=io)
+    # Neither the weights nor the optimizer state are used here: their records are not read.
+    unused = (fmt.STATE_DICT, fmt.OPTIMIZER_STATES)
+    checkpoint = read_checkpoint(path, location, io, verify_integrity=verify_integrity, unused_keys=unused)
     checkpoint = _with_hparams_file(
         checkpoint, hparams_file, io, fmt.DATAMODULE_HYPER_PARAMETERS, fmt.DATAMODULE_HPARAMS_NAME
     )

@@ -2,8 +2,10 @@
 
 A checkpoint must load with ``torch.load(weights_only=True)``, so only tensors, numbers, strings, bools,
 None, lists, tuples and dicts may be pickled. Other common hyperparameter types are stored as small
-tagged dicts and rebuilt on load. An ``Enum`` or dataclass is rebuilt only when its class is already
-imported; a file never makes savepoint import a module.
+tagged dicts and rebuilt on load. An ``Enum`` is rebuilt only when its class is already imported; a file
+never makes savepoint import a module. A dataclass is rebuilt (its ``__init__`` runs) only when its class
+was registered with `register_hparams_class` or is defined in the module of the class being loaded:
+a file cannot make savepoint construct an arbitrary dataclass that happens to be imported.
 """
 
 from __future__ import annotations
@@ -39,6 +41,27 @@ class AttributeDict(dict):
 
     def __delattr__(self, key: str) -> None:
         del self[key]
+
+
+_REGISTERED: dict[tuple[str, str], type] = {}
+
+
+def register_hparams_class(cls: type) -> type:
+    """Allow `load_from_checkpoint` to rebuild dataclass hyperparameters of type `cls`.
+
+    Dataclasses defined in the same module as the module or datamodule class being loaded are rebuilt
+    without registration; any other one comes back as a dict of its fields (with a warning) unless
+    registered. Usable as a decorator::
+
+        @savepoint.register_hparams_class
+        @dataclass
+        class OptimConfig:
+            lr: float = 1e-3
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"register_hparams_class() takes a dataclass type, got {cls!r}")
+    _REGISTERED[_qualified(cls)] = cls
+    return cls
 
 
 class UnstorableHyperparameter(Exception):
@@ -107,27 +130,32 @@ def encode(value: Any, where: str = "hparams") -> Any:
     raise UnstorableHyperparameter(f"{where} is a {type(value).__module__}.{type(value).__qualname__}")
 
 
-def decode(value: Any) -> Any:
-    """Inverse of `encode`. Enums and dataclasses come back only if their class is already imported."""
+def decode(value: Any, trusted_modules: frozenset[str] = frozenset()) -> Any:
+    """Inverse of `encode`. Enums come back only if their class is already imported; dataclasses only if
+    registered (`register_hparams_class`) or defined in one of `trusted_modules` (and imported)."""
+
+    def again(v: Any) -> Any:
+        return decode(v, trusted_modules)
+
     if isinstance(value, list):
-        return [decode(v) for v in value]
+        return [again(v) for v in value]
     if not isinstance(value, dict):
         return value
     tag = value.get(TAG)
     if tag is None:
-        return {k: decode(v) for k, v in value.items()}
+        return {k: again(v) for k, v in value.items()}
     if tag == "namespace":
-        return argparse.Namespace(**decode(value["value"]))
+        return argparse.Namespace(**again(value["value"]))
     if tag == "path":
         if value.get("flavour") == "windows":
             return pathlib.PureWindowsPath(value["value"])
         return pathlib.PurePosixPath(value["value"]) if value.get("pure") else pathlib.Path(value["value"])
     if tag == "tuple":
-        return tuple(decode(v) for v in value["items"])
+        return tuple(again(v) for v in value["items"])
     if tag == "set":
-        return {decode(v) for v in value["items"]}
+        return {again(v) for v in value["items"]}
     if tag == "frozenset":
-        return frozenset(decode(v) for v in value["items"])
+        return frozenset(again(v) for v in value["items"])
     if tag == "dtype":
         dtype = getattr(torch, value["name"], None)
         return dtype if isinstance(dtype, torch.dtype) else value["name"]
@@ -145,22 +173,31 @@ def decode(value: Any) -> Any:
         )
         return value["name"]
     if tag == "dataclass":
-        fields = {k: decode(v) for k, v in value["fields"].items()}
-        cls = _lookup_imported(value["module"], value["qualname"])
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
-            init_fields = {f.name for f in dataclasses.fields(cls) if f.init}
-            obj = cls(**{k: v for k, v in fields.items() if k in init_fields})
-            for k, v in fields.items():
-                if k not in init_fields:
-                    object.__setattr__(obj, k, v)
-            return obj
-        warnings.warn(
-            f"hyperparameter dataclass {value['module']}.{value['qualname']} is returned as a dict: its class is not "
-            f"imported (savepoint never imports modules a file names). Import {value['module']!r} before loading.",
-            stacklevel=3,
-        )
-        return fields
-    return {k: decode(v) for k, v in value.items()}
+        return _decode_dataclass(value, {k: again(v) for k, v in value["fields"].items()}, trusted_modules)
+    return {k: again(v) for k, v in value.items()}
+
+
+def _decode_dataclass(value: dict[str, Any], fields: dict[str, Any], trusted_modules: frozenset[str]) -> Any:
+    key = (value["module"], value["qualname"])
+    cls = _REGISTERED.get(key)
+    if cls is None and value["module"] in trusted_modules:
+        cls = _lookup_imported(*key)
+        if getattr(cls, "__module__", None) != value["module"]:
+            cls = None  # imported into that module from elsewhere, not defined there
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        init_fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        obj = cls(**{k: v for k, v in fields.items() if k in init_fields})
+        for k, v in fields.items():
+            if k not in init_fields:
+                object.__setattr__(obj, k, v)
+        return obj
+    warnings.warn(
+        f"hyperparameter dataclass {value['module']}.{value['qualname']} is returned as a dict of its fields: "
+        f"savepoint rebuilds only dataclasses defined in the module of the class being loaded or registered "
+        f"with `savepoint.register_hparams_class` (and imported). Register it before loading to get the object.",
+        stacklevel=4,
+    )
+    return fields
 
 
 def to_plain(value: Any) -> Any:

@@ -14,11 +14,19 @@ from savepoint.hparams import HyperparametersMixin
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 
 if TYPE_CHECKING:
+    from savepoint.loggers import Logger
     from savepoint.trainer.trainer import Trainer
 
 
 class TrainingModule(HyperparametersMixin, nn.Module):
-    """Subclass it; implement ``training_step`` and ``configure_optimizers`` (``validation_step`` optional)."""
+    """Subclass it; implement ``training_step`` and ``configure_optimizers`` (``validation_step`` optional).
+
+    Set ``self.automatic_optimization = False`` to step the optimizers yourself in ``training_step``
+    (``self.optimizers()``, ``self.manual_backward(loss)``, ``opt.step()``): every ``opt.step()`` counts as
+    one ``global_step``, as in Lightning.
+    """
+
+    automatic_optimization: bool = True
 
     _strict_loading: bool | None = None
 
@@ -67,6 +75,16 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         return self._trainer.global_step if self._trainer is not None else 0
 
     @property
+    def logger(self) -> Logger | None:
+        """The Trainer's first logger (``self.logger.experiment`` is e.g. TensorBoard's ``SummaryWriter``)."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Logger]:
+        """Every logger of the Trainer (empty when not attached)."""
+        return self._trainer.loggers if self._trainer is not None else []
+
+    @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
             return tensor.device
@@ -82,15 +100,76 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     def local_rank(self) -> int:
         return self._trainer.local_rank if self._trainer is not None else 0
 
-    def optimizers(self) -> Any:
-        opts = self.trainer.optimizers
-        return opts[0] if len(opts) == 1 else opts
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer (or list of them). Wrapped by default, so that ``step()`` is counted, runs the
+        optimizer hooks and applies the precision's grad scaler; ``use_pl_optimizer=False`` gives the raw ones."""
+        opts = self.trainer._step_optimizers if use_pl_optimizer else self.trainer.optimizers
+        return opts[0] if len(opts) == 1 else list(opts)
 
     def lr_schedulers(self) -> Any:
         configs = self.trainer.lr_scheduler_configs
         if not configs:
             return None
         return configs[0].scheduler if len(configs) == 1 else [c.scheduler for c in configs]
+
+    # -- manual optimization ------------------------------------------------------------------------------
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """``loss.backward()`` with the precision's scaling and the backward hooks (manual optimization only)."""
+        if self.automatic_optimization:
+            raise RuntimeError(
+                f"{type(self).__name__}.manual_backward is for manual optimization: set "
+                f"`self.automatic_optimization = False` in __init__, or return the loss from training_step."
+            )
+        self.trainer._manual_backward(loss, *args, **kwargs)
+
+    def toggle_optimizer(self, optimizer: Any) -> None:
+        """Only `optimizer`'s parameters require grad until ``untoggle_optimizer`` (GAN-style alternation)."""
+        state: dict[nn.Parameter, bool] = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param not in state:
+                        state[param] = param.requires_grad
+                        param.requires_grad = False
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.requires_grad = state[param]
+        object.__setattr__(self, "_param_requires_grad_state", state)
+
+    def untoggle_optimizer(self, optimizer: Any) -> None:
+        state = getattr(self, "_param_requires_grad_state", {})
+        raw = getattr(optimizer, "optimizer", optimizer)
+        for opt in self.trainer.optimizers:
+            if opt is raw:
+                continue
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param in state:
+                        param.requires_grad = state[param]
+        object.__setattr__(self, "_param_requires_grad_state", {})
+
+    def clip_gradients(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients of `optimizer`'s parameters (defaults: the Trainer's clipping arguments)."""
+        self.trainer._clip_gradients(
+            getattr(optimizer, "optimizer", optimizer), gradient_clip_val, gradient_clip_algorithm
+        )
+
+    def freeze(self) -> TrainingModule:
+        """No parameter requires grad, and the module is in eval mode."""
+        for param in self.parameters():
+            param.requires_grad = False
+        return self.eval()
+
+    def unfreeze(self) -> TrainingModule:
+        for param in self.parameters():
+            param.requires_grad = True
+        return self.train()
 
     # -- logging ------------------------------------------------------------------------------------------
 
@@ -105,10 +184,17 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         reduce_fx: str | Any = "mean",
         sync_dist: bool = False,
         batch_size: int | None = None,
+        rank_zero_only: bool = False,
+        add_dataloader_idx: bool = True,
+        metric_attribute: str | None = None,
+        enable_graph: bool = False,
+        sync_dist_group: Any = None,
     ) -> None:
         """Record a metric; it feeds ``trainer.callback_metrics`` (what ModelCheckpoint monitors).
 
         Defaults: from ``training_step`` logged per step; from ``validation_step`` averaged over the epoch.
+        `value` may be a torchmetrics ``Metric``: it is updated by the step and computed and reset at the
+        epoch end. With ``on_step=True, on_epoch=True`` the keys are ``<name>_step`` and ``<name>_epoch``.
         """
         if self._trainer is None:
             return
@@ -123,6 +209,9 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             reduce_fx=reduce_fx,
             sync_dist=sync_dist,
             batch_size=batch_size,
+            rank_zero_only=rank_zero_only,
+            add_dataloader_idx=add_dataloader_idx,
+            enable_graph=enable_graph,
         )
 
     def log_dict(self, dictionary: Mapping[str, Any], **kwargs: Any) -> None:
@@ -140,6 +229,13 @@ class TrainingModule(HyperparametersMixin, nn.Module):
 
     def validation_step(self, batch: Any, batch_idx: int) -> Any:
         return None
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        return None
+
+    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> Any:
+        """Default: ``self(batch)``."""
+        return self(batch)
 
     def configure_optimizers(self) -> Any:
         raise NotImplementedError(
@@ -167,6 +263,22 @@ class TrainingModule(HyperparametersMixin, nn.Module):
     def on_validation_epoch_end(self) -> None: ...
     def on_validation_batch_start(self, batch: Any, batch_idx: int) -> None: ...
     def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
     def on_before_backward(self, loss: torch.Tensor) -> None: ...
     def on_after_backward(self) -> None: ...
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
@@ -179,6 +291,12 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         return None
 
     def val_dataloader(self) -> Any:
+        return None
+
+    def test_dataloader(self) -> Any:
+        return None
+
+    def predict_dataloader(self) -> Any:
         return None
 
     def configure_model(self) -> None:
@@ -195,6 +313,8 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         strict: bool | None = None,
         weights_only: bool | None = None,
         checkpoint_io: CheckpointIO | None = None,
+        *,
+        verify_integrity: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint: stored hyperparameters (``kwargs`` win), then the weights.
@@ -204,7 +324,8 @@ class TrainingModule(HyperparametersMixin, nn.Module):
         ``strict_loading``. Keyword arguments ``__init__`` does not take are ignored with a warning. Works with
         weights-only files, full training checkpoints and sharded checkpoint folders. Every read (the
         checkpoint, ``hparams_file``) goes through `checkpoint_io` (a `TorchCheckpointIO` by default: local
-        paths and fsspec URLs).
+        paths and fsspec URLs). The CRC32 of every record it uses is checked first; pass
+        ``verify_integrity=False`` (or set ``SAVEPOINT_VERIFY_INTEGRITY=0``) to skip only that check.
         """
         return load_module_from_checkpoint(
             cls,
@@ -213,5 +334,6 @@ class TrainingModule(HyperparametersMixin, nn.Module):
             hparams_file=hparams_file,
             strict=strict,
             checkpoint_io=checkpoint_io,
+            verify_integrity=verify_integrity,
             **kwargs,
         )

@@ -1,8 +1,9 @@
 """A training job that saves a checkpoint at every step; the crash tests kill it at random moments.
 
-    python crash_job.py ROOT MAX_EPOCHS
+    python crash_job.py ROOT MAX_EPOCHS [async-link]
 
-Resumes from "last" when ROOT already holds a checkpoint. A model of ~4 MB makes each save take long
+Resumes from "last" when ROOT already holds a checkpoint (printing RESUMED and the step once training
+starts). ``async-link`` saves through AsyncCheckpointIO with ``save_last="link"``. A model of ~4 MB makes each save take long
 enough that kills land inside writes.
 """
 
@@ -29,12 +30,16 @@ class Wide(sp.TrainingModule):
         x, y = batch
         return F.cross_entropy(self.net(x), y)
 
+    def on_train_start(self):
+        print("RESUMED" if self.trainer.global_step else "FRESH", self.trainer.global_step, flush=True)
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
 def main() -> None:
     root, max_epochs = sys.argv[1], int(sys.argv[2])
+    async_link = sys.argv[3:] == ["async-link"]
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(256, 16), torch.randint(0, 2, (256,)))
     callbacks = [
@@ -42,7 +47,7 @@ def main() -> None:
             dirpath=f"{root}/ck",
             every_n_train_steps=1,
             save_top_k=2,
-            save_last=True,
+            save_last="link" if async_link else True,
             monitor="step",
             mode="max",
         )
@@ -53,6 +58,7 @@ def main() -> None:
         callbacks=callbacks,
         enable_progress_bar=False,
         logger=False,
+        plugins=[sp.AsyncCheckpointIO()] if async_link else None,
     )
     resume = (
         "last"

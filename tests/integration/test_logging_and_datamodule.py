@@ -21,7 +21,7 @@ class Logs(TinyModel):
 
 def test_log_defaults_and_step_epoch_names(tmp_path):
     train, val = loaders()
-    trainer = quiet_trainer(max_epochs=1, log_every_n_steps=1)
+    trainer = quiet_trainer(max_epochs=1, log_every_n_steps=1, logger=sp.loggers.CSVLogger(tmp_path))
     trainer.fit(Logs(), train, val)
     m = trainer.callback_metrics
     assert float(m["both_epoch"]) == pytest.approx(3.5)  # mean of batch_idx 0..7

@@ -101,3 +101,22 @@ def test_s3_async_run_killed_with_sigkill_resumes_from_last_exactly(s3_endpoint,
     trainer = quiet_trainer(max_epochs=3, callbacks=[cb], logger=False)
     trainer.fit(TinyModel(), train, val, ckpt_path="best")
     assert trainer.ckpt_path.startswith("s3://ckpts/killed/epoch=")  # "best" resolved on the bucket
+
+
+def test_s3_ls_and_inspect_read_a_run_in_a_bucket(s3_endpoint, capsys):
+    import json
+
+    from savepoint.cli import main
+
+    cb = sp.ModelCheckpoint(dirpath="s3://ckpts/listed", monitor="val_loss", save_last=True)
+    quiet_trainer(max_epochs=1, callbacks=[cb]).fit(TinyModel(), *loaders())
+    capsys.readouterr()  # the Trainer's own console lines
+    assert main(["ls", "s3://ckpts/listed", "--verify", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in rows] == [
+        "s3://ckpts/listed/epoch=0-step=8.ckpt",
+        "s3://ckpts/listed/last.ckpt",
+    ]
+    assert all(r["monitor"] == "val_loss" and r["status"] == "ok (crc)" for r in rows)
+    assert main(["inspect", "s3://ckpts/listed/last.ckpt", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["position"]["global_step"] == 8

@@ -54,9 +54,20 @@ def test_weights_that_do_not_fit_list_the_keys_and_both_shapes():
         quiet_trainer(max_epochs=2).fit(TinyModel(hidden=32), train, val, ckpt_path=path)
 
 
-def test_last_with_nothing_to_resume_is_a_clear_message(tmp_path):
+def test_last_with_nothing_to_resume_warns_and_starts_fresh(tmp_path):
     train, val = loaders()
-    with pytest.raises(sp.CheckpointNotFoundError, match="no checkpoint to resume from"):
+    trainer = quiet_trainer(max_epochs=1)
+    with pytest.warns(UserWarning, match="training starts from scratch"):
+        trainer.fit(TinyModel(), train, val, ckpt_path="last")
+    assert trainer.global_step == 8 and trainer.ckpt_path is None
+
+
+def test_last_with_only_unreadable_files_fails_loudly(tmp_path):
+    train, val = loaders()
+    os.makedirs("checkpoints")
+    Path("checkpoints/corrupt.ckpt").write_bytes(b"not a checkpoint")
+    failing = pytest.raises(sp.CheckpointNotFoundError, match="every candidate failed to load")
+    with pytest.warns(UserWarning, match="skipping"), failing:
         quiet_trainer().fit(TinyModel(), train, val, ckpt_path="last")
 
 

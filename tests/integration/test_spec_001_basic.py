@@ -20,7 +20,8 @@ def test_trainer_checkpoints_automatically_into_the_working_directory(tmp_path):
     files = sorted(os.listdir(tmp_path / "runs" / "version_0" / "checkpoints"))
     assert files == ["epoch=1-step=16.ckpt"]  # keeps the latest, named epoch={epoch}-step={step}
     assert (tmp_path / "runs" / "version_0" / "hparams.yaml").exists()
-    assert (tmp_path / "runs" / "version_0" / "metrics.csv").exists()
+    # the default logger is TensorBoard when it is installed (CSV otherwise), as in Lightning
+    assert list((tmp_path / "runs" / "version_0").glob("events.out.tfevents.*"))
 
 
 def test_default_root_dir_changes_where_checkpoints_go(tmp_path):

@@ -21,6 +21,7 @@ _SURFACE = (
     "save_checkpoint",
     "load_checkpoint",
     "remove_checkpoint",
+    "link_checkpoint",
     "exists",
     "list_checkpoints",
     "list_folders",
@@ -175,3 +176,17 @@ def test_load_from_checkpoint_reads_checkpoint_and_hparams_file_through_its_chec
 def test_load_from_checkpoint_refuses_a_checkpoint_io_that_is_not_one(tmp_path):
     with pytest.raises(TypeError, match=r"checkpoint_io=.*must be a CheckpointIO"):
         TinyModel.load_from_checkpoint("x.ckpt", checkpoint_io=object())
+
+
+def test_resume_from_last_reads_the_chosen_checkpoint_once(tmp_path):
+    train, val = loaders()
+    quiet_trainer(max_epochs=1, callbacks=[sp.ModelCheckpoint(dirpath="ck", save_last=True)]).fit(
+        TinyModel(), train, val
+    )
+    io = RecordingIO()
+    trainer = quiet_trainer(
+        max_epochs=2, callbacks=[sp.ModelCheckpoint(dirpath="ck", save_last=True)], plugins=[io]
+    )
+    trainer.fit(TinyModel(), train, val, ckpt_path="last")
+    assert trainer.global_step == 16
+    assert io.calls.count(("load_checkpoint", "last.ckpt")) == 1

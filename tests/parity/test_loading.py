@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from savepoint import register_hparams_class
+
 from .harness import framework, loaders, module_class, on_both
 
 
@@ -202,6 +204,7 @@ class Color(enum.Enum):
     BLUE = "blue"
 
 
+@register_hparams_class  # a dataclass read back from YAML is rebuilt only when registered
 @dataclasses.dataclass
 class Optim:
     name: str = "sgd"

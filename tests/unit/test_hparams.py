@@ -3,6 +3,8 @@ import dataclasses
 import enum
 import io
 import pathlib
+import sys
+import types
 
 import pytest
 import torch
@@ -27,7 +29,7 @@ def _roundtrip_through_file(value):
     buf = io.BytesIO()
     torch.save({"v": encode(value)}, buf)
     buf.seek(0)
-    return decode(torch.load(buf, weights_only=True)["v"])
+    return decode(torch.load(buf, weights_only=True)["v"], frozenset({__name__}))
 
 
 @pytest.mark.parametrize(
@@ -132,3 +134,73 @@ def test_assigning_hparams_is_deprecated_but_works():
     with pytest.warns(DeprecationWarning, match="save_hyperparameters"):
         m = Old(argparse.Namespace(lr=0.3))
     assert m.hparams.lr == 0.3 and m._hparams_name == "hparams"
+
+
+# -- dataclass hyperparameters: rebuilt only for registered classes or those beside the loaded class -----------
+
+
+class _WithOpt(sp.TrainingModule):
+    def __init__(self, opt=None, width: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.lin = nn.Linear(1, 1)
+
+
+def _foreign_dataclass(monkeypatch):
+    """A dataclass of another module, imported (in sys.modules) but neither registered nor the loaded class's."""
+    module = types.ModuleType("some_imported_lib")
+    cls = dataclasses.make_dataclass(
+        "Config", [("depth", int)], namespace={"__module__": "some_imported_lib"}
+    )
+    cls.__module__ = "some_imported_lib"
+    module.Config = cls
+    monkeypatch.setitem(sys.modules, "some_imported_lib", module)
+    monkeypatch.setattr(sp.hparams, "_REGISTERED", {})
+    return cls
+
+
+def _saved(tmp_path, opt):
+    path = tmp_path / "m.ckpt"
+    model = _WithOpt(opt)
+    sp.TorchCheckpointIO().save_checkpoint(
+        {"state_dict": model.state_dict(), "hyper_parameters": encode_hparams(model.hparams, "m")}, str(path)
+    )
+    return path
+
+
+def test_hparams_dataclass_defined_beside_the_loaded_class_is_rebuilt(tmp_path):
+    assert _WithOpt.load_from_checkpoint(_saved(tmp_path, Opt(depth=2))).hparams.opt == Opt(depth=2)
+
+
+def test_hparams_dataclass_of_another_module_comes_back_as_a_dict_with_a_warning(tmp_path, monkeypatch):
+    config = _foreign_dataclass(monkeypatch)
+    path = _saved(tmp_path, config(depth=4))
+    with pytest.warns(
+        UserWarning, match=r"some_imported_lib.Config is returned as a dict.*register_hparams_class"
+    ):
+        assert _WithOpt.load_from_checkpoint(path).hparams.opt == {"depth": 4}
+
+
+def test_hparams_registered_dataclass_is_rebuilt(tmp_path, monkeypatch):
+    config = _foreign_dataclass(monkeypatch)
+    path = _saved(tmp_path, config(depth=4))
+    assert sp.register_hparams_class(config) is config
+    assert _WithOpt.load_from_checkpoint(path).hparams.opt == config(depth=4)
+
+
+def test_hparams_register_refuses_what_is_not_a_dataclass_type():
+    with pytest.raises(TypeError, match="takes a dataclass type, got 3"):
+        sp.register_hparams_class(3)
+
+
+def test_hparams_dataclass_imported_into_the_loaded_class_module_is_not_rebuilt(monkeypatch):
+    config = _foreign_dataclass(monkeypatch)
+    monkeypatch.setattr(sys.modules[__name__], "ImportedConfig", config, raising=False)
+    tagged = {
+        "__savepoint_type__": "dataclass",
+        "module": __name__,
+        "qualname": "ImportedConfig",
+        "fields": {"depth": 1},
+    }
+    with pytest.warns(UserWarning, match="returned as a dict"):
+        assert decode(tagged, frozenset({__name__})) == {"depth": 1}

@@ -6,7 +6,9 @@ callbacks moved to the end so a save sees every other callback's update for the 
     fit(model, ckpt_path=...)
     ├── setup(stage="fit")                         datamodule and module set up, checkpoint folders checked
     ├── [restore from ckpt_path]                   on_load_checkpoint(checkpoint) / load_state_dict(state)
-    ├── on_fit_start
+    ├── configure_optimizers
+    ├── on_fit_start                               before optimizer/loop states are restored (as Lightning)
+    ├── [restore optimizers, schedulers, loop position, RNG]
     ├── sanity check: on_sanity_check_start, validation batches, on_sanity_check_end
     ├── on_train_start
     ├── for each epoch:
@@ -27,6 +29,30 @@ callbacks moved to the end so a save sees every other callback's update for the 
     ├── on_train_end
     ├── on_fit_end
     └── teardown(stage="fit")                      pending async writes committed, errors raised
+
+    validate / test(model, dataloaders, ckpt_path=...)      (test: the same with on_test_* and test_step)
+    ├── setup(stage="validate" | "test")
+    ├── [weights from ckpt_path: a path, "best" or "last"]
+    ├── on_{validation|test}_start, on_{validation|test}_epoch_start
+    ├── for each dataloader, for each batch:
+    │     on_test_batch_start(batch, batch_idx[, dataloader_idx]) -> test_step
+    │     -> on_test_batch_end(outputs, batch, batch_idx[, dataloader_idx])
+    ├── on_test_epoch_end                           logged values aggregated: the returned results
+    ├── on_test_end
+    └── teardown(stage="test")
+
+    predict(model, dataloaders, ckpt_path=..., return_predictions=...)
+    ├── setup(stage="predict"), [weights from ckpt_path]
+    ├── on_predict_start, on_predict_epoch_start
+    ├── for each dataloader, for each batch:
+    │     on_predict_batch_start -> predict_step -> on_predict_batch_end  <- BasePredictionWriter("batch")
+    ├── on_predict_epoch_end                                               <- BasePredictionWriter("epoch")
+    ├── on_predict_end
+    └── teardown(stage="predict")
+
+    Manual optimization (automatic_optimization = False): training_step itself calls
+    manual_backward (on_before_backward -> backward -> on_after_backward) and opt.step()
+    (on_before_optimizer_step -> step; global_step += 1 per optimizer step); no automatic zero_grad.
 
     Trainer.save_checkpoint (any time): on_save_checkpoint(trainer, module, checkpoint) on every callback,
     then the module's on_save_checkpoint(checkpoint), then Strategy -> CheckpointIO.
@@ -88,6 +114,38 @@ class Callback:
         self, trainer: Trainer, pl_module: TrainingModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None: ...
     def on_validation_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: TrainingModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None: ...
+    def on_test_start(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_test_end(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: TrainingModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: TrainingModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None: ...
+    def on_predict_start(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_predict_end(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: TrainingModule) -> None: ...
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: TrainingModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_predict_batch_end(
         self,
         trainer: Trainer,
         pl_module: TrainingModule,

@@ -57,9 +57,10 @@ def validate_config(
             raise ValueError(
                 f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be a datetime.timedelta."
             )
-        if train_time_interval.total_seconds() <= 0:
+        if train_time_interval.total_seconds() < 0:
             raise ValueError(
-                f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must be positive."
+                f"ModelCheckpoint(train_time_interval={train_time_interval!r}) must not be negative "
+                f"(timedelta(0) saves at every check)."
             )
     active = [name for name, value in intervals.items() if value not in (None, 0)]
     if len(active) > 1:

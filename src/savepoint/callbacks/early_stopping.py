@@ -77,7 +77,7 @@ class EarlyStopping(Callback):
             self._check(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: TrainingModule) -> None:
-        if not self._check_on_train_epoch_end and trainer.training and not trainer.sanity_checking:
+        if not self._check_on_train_epoch_end and trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._check(trainer)
 
     def _improved(self, current: torch.Tensor) -> bool:
@@ -124,6 +124,7 @@ class EarlyStopping(Callback):
         if stop:
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason = reason
+            trainer.stop_reason = f"early stopping: {reason or self.monitor}"
             trainer.should_stop = True
             if self.verbose and trainer.is_global_zero:
                 print(f"EarlyStopping: {reason}; stopping.")

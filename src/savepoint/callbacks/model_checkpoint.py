@@ -10,27 +10,39 @@ only after the save that replaces them.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import typing
 import warnings
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from savepoint.callbacks import checkpoint_policy as policy
 from savepoint.callbacks._legacy import accept_deprecated
+from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
+from savepoint.trainer.preemption import Preempted
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
+
+
+# What ModelCheckpoint reports about its files; restored after a background save that failed.
+_BOOKKEEPING = (
+    "best_k_models",
+    "best_model_path",
+    "best_model_score",
+    "kth_best_model_path",
+    "kth_value",
+    "last_model_path",
+    "current_score",
+)
 
 
 class ModelCheckpoint(Checkpoint):
@@ -61,6 +73,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        save_on_exception: bool = False,
         **deprecated: Any,
     ) -> None:
         dirpath, filename, prefix, every_n_epochs, save_top_k = accept_deprecated(
@@ -89,6 +102,7 @@ class ModelCheckpoint(Checkpoint):
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.save_on_exception = save_on_exception
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
         self._every_n_train_steps = every_n_train_steps or 0
@@ -115,6 +129,8 @@ class ModelCheckpoint(Checkpoint):
         self._dirpath_from_ckpt: str | None = None
         self._restored_top_k = False  # a resumed top-k of this same folder: reconciled with it at train start
         self._io: CheckpointIO | None = None  # the trainer's, from setup on
+        self._planned_last = ""
+        self._journal = WriteJournal()
 
     # -- identity and state ---------------------------------------------------------------------------------
 
@@ -216,6 +232,12 @@ class ModelCheckpoint(Checkpoint):
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if trainer.is_global_zero and stage == "fit":
             self._io.check_writable(self.dirpath)  # fail fast: before the first training step
+        if self.save_last == "link" and "://" in self.dirpath and not self.dirpath.startswith("file://"):
+            raise ValueError(
+                f"ModelCheckpoint(save_last='link', dirpath={self.dirpath!r}): links are made on local folders "
+                f"only. Use save_last=True: it writes the bytes of a save point once there too (a server-side "
+                f"copy where the storage offers one)."
+            )
 
     def on_train_start(self, trainer: Trainer, pl_module: TrainingModule) -> None:
         self._last_time_saved_s = trainer.train_elapsed_s
@@ -261,7 +283,8 @@ class ModelCheckpoint(Checkpoint):
     # -- when -----------------------------------------------------------------------------------------------
 
     def _skip(self, trainer: Trainer) -> bool:
-        return trainer.sanity_checking or not trainer.training
+        # Lightning's rule: saves happen only in fit, never in the sanity check or a fast_dev_run.
+        return trainer.sanity_checking or trainer.state.fn != "fit" or bool(trainer.fast_dev_run)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: TrainingModule, outputs: Any, batch: Any, batch_idx: int
@@ -371,6 +394,8 @@ class ModelCheckpoint(Checkpoint):
         """Is the name taken? Rank 0 asks the CheckpointIO; every rank gets its answer."""
         exists = False
         if trainer.is_global_zero:
+            # The IO's answer: an uncommitted sharded folder is no checkpoint, so its name is reused, never
+            # shifted to -v1.
             exists = trainer.strategy.checkpoint_io.exists(filepath)
         return bool(trainer.strategy.broadcast(exists))
 
@@ -413,9 +438,13 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         self._last_checkpoint_saved = ""
+        self._wrote = False
         self._save_topk(trainer, candidates)
         self._save_last(trainer, candidates)
         self._last_global_step_saved = trainer.global_step
+        if self._wrote and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _candidates(self) -> list[policy.Candidate]:
         return [
@@ -464,7 +493,11 @@ class ModelCheckpoint(Checkpoint):
             "kth_value": new_best_k[worst.path] if self.monitor else None,
             "current_score": score,
         }
-        self._write(trainer, path, after)
+        # last.ckpt of this save point will be a second name of this file (`_save_last`): record it here
+        # so both names hold the same bytes, and the state that holds once both exist.
+        self._planned_last = self._last_name(trainer, candidates) if self._links_last(trainer) else ""
+        recorded = {**after, "last_model_path": self._planned_last} if self._planned_last else after
+        self._write(trainer, path, recorded)
         self._order[path] = self._next_order
         self._next_order += 1
         self._apply(after)
@@ -478,24 +511,49 @@ class ModelCheckpoint(Checkpoint):
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         if not self.save_last:
             return
-        template = self.CHECKPOINT_NAME_LAST
-        path = self._free_name(trainer, candidates, template, self.last_model_path or None)
+        path = self._planned_last or self._last_name(trainer, candidates)
+        self._planned_last = ""
         previous = self.last_model_path
-        linked = False
-        if self.save_last == "link" and self._last_checkpoint_saved:
-            linked = self._link(trainer, self._last_checkpoint_saved, path)
-        if not linked:
+        if self._last_checkpoint_saved and self._links_last(trainer):
+            self._link(trainer, self._last_checkpoint_saved, path)
+        else:
             self._write(trainer, path, {"last_model_path": path})
         self.last_model_path = path
         if previous and previous != path and previous not in self._ranked:
             self._remove(trainer, previous)
 
+    def _last_name(self, trainer: Trainer, candidates: dict[str, Any]) -> str:
+        return self._free_name(trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None)
+
+    def _links_last(self, trainer: Trainer) -> bool:
+        """One write per save point: last.ckpt becomes a second name of the top-k file just saved (same
+        state) where the storage makes that cheaper than writing the bytes again."""
+        return bool(self.save_last) and bool(trainer.strategy.supports_link)
+
     def _write(self, trainer: Trainer, path: str, after: dict[str, Any]) -> None:
+        self._remember(trainer, path)
         self._pending = after
         try:
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self._wrote = True
+        except BaseException:
+            # Raised before anything was queued (an earlier failure surfacing): nothing to undo here.
+            self._journal.forget(path)
+            raise
         finally:
             self._pending = None
+
+    def _link(self, trainer: Trainer, target: str, link_path: str) -> None:
+        """`link_path` becomes a second name of `target` (a hard link or a copy, made only after `target`
+        committed: an async IO queues it behind the write)."""
+        self._remember(trainer, link_path)
+        if self.verbose:
+            trainer._print(f"Linking {link_path!r} to {target!r}")
+        try:
+            trainer.strategy.link_checkpoint(target, link_path)
+        except BaseException:
+            self._journal.forget(link_path)
+            raise
 
     def _apply(self, after: dict[str, Any]) -> None:
         for key, value in after.items():
@@ -510,25 +568,68 @@ class ModelCheckpoint(Checkpoint):
             _info(trainer, f"Removing checkpoint {path!r}")
         trainer.strategy.remove_checkpoint(path)
 
-    def _link(self, trainer: Trainer, target: str, link_path: str) -> bool:
-        """Point `link_path` at `target` atomically (a symlink); False when only a copy can work here."""
-        if not trainer._checkpoint_io_is_local_torch(link_path):
-            return False
-        ok = True
-        if trainer.is_global_zero:
-            tmp = Path(link_path).with_name(f".{Path(link_path).name}.sp-tmp-{os.getpid()}-link")
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                os.symlink(os.path.basename(target), tmp)
-                os.replace(tmp, link_path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                ok = False
-        ok = bool(trainer.strategy.broadcast(ok))
-        trainer.strategy.barrier("ModelCheckpoint.link")
-        return ok
+    # -- bookkeeping of background saves --------------------------------------------------------------------
+
+    def _remember(self, trainer: Trainer, path: str) -> None:
+        before = {key: getattr(self, key) for key in _BOOKKEEPING}
+        before["best_k_models"] = dict(self.best_k_models)
+        self._journal.remember(trainer.strategy.checkpoint_io, path, before)
+
+    def teardown(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
+        """After a failed background save, the best/last paths and the top-k name only files that exist."""
+        before = self._journal.state_before_failure(trainer.strategy.checkpoint_io)
+        if before is not None:
+            self._apply(before)
+
+    # -- stops: a signal, an exception ----------------------------------------------------------------------
+
+    @property
+    def saves_on_exception(self) -> bool:
+        return bool(self.save_on_exception)
+
+    def save_on_stop(self, trainer: Trainer) -> str | None:
+        """Called on every rank when a signal stops training at a consistent point: save there and return
+        the path to resume from. Without a monitor the file joins the top-k like a periodic save (newest
+        ranks best, the one it replaces is removed); with a monitor a file ranked on a stale score would
+        compete with real ones, so the stop writes ``last.ckpt`` (also when ``save_last`` is off, so that
+        ``ckpt_path="last"`` finds it; it is replaced in place by later stops, never versioned)."""
+        candidates = self._monitor_candidates(trainer)
+        self._last_checkpoint_saved = ""
+        if self.monitor is None and self.save_top_k != 0:
+            self._save_topk(trainer, candidates)
+        written = self._last_checkpoint_saved
+        if self.save_last:
+            self._save_last(trainer, candidates)
+            written = self.last_model_path
+        elif not written:
+            path = self._free_name(
+                trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None
+            )
+            self._write(trainer, path, {"last_model_path": path})
+            self.last_model_path = written = path
+        self._last_global_step_saved = trainer.global_step
+        return written
+
+    def on_exception(self, trainer: Trainer, pl_module: TrainingModule, exception: BaseException) -> None:
+        """With ``save_on_exception=True``: save the last consistent state under the usual file name (and
+        ``last.ckpt`` with ``save_last``), as Lightning names it, then let the exception propagate."""
+        if (
+            not self.save_on_exception
+            or isinstance(exception, Preempted)  # the stop already saved through this callback
+            or not trainer.can_save_on_exception
+            or self._last_global_step_saved == trainer.global_step  # already saved at this step
+        ):
+            return
+        candidates = self._monitor_candidates(trainer)
+        path = self.format_checkpoint_name(candidates)
+        self._write(trainer, path, {})
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = path
+        self._save_last(trainer, candidates)
+        _info(
+            trainer,
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}",
+        )
 
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
         """Write ``best_k_models`` as YAML (``best_k_models.yaml`` in ``dirpath`` by default)."""

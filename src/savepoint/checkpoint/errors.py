@@ -6,6 +6,19 @@ Every error names the path (or value) involved, what was expected, and how to fi
 from __future__ import annotations
 
 
+def interrupt_in(err: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt/SystemExit behind `err`, if any. torch's C++ writer turns an interrupt raised in
+    a file write into a RuntimeError whose context is the interrupt; a save must surface the interrupt."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if not isinstance(current, Exception):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class CheckpointError(Exception):
     """Base class of every checkpoint problem savepoint reports."""
 
@@ -43,4 +56,8 @@ class CheckpointWriteError(CheckpointError, OSError):
 
 
 class FormatVersionError(CheckpointError):
-    """The checkpoint was written by a newer format than this version of savepoint can read."""
+    """The checkpoint's format version is one this savepoint cannot read: newer, or not a valid version."""
+
+
+class OversizedCheckpointError(CheckpointError):
+    """A record would inflate past a configured limit (a decompression bomb); refused before inflating."""

@@ -43,11 +43,20 @@ TRAINING_STATE_KEYS = (OPTIMIZER_STATES, LR_SCHEDULERS, LOOPS)
 _LEGACY_VERSION_KEYS = ("pytorch-lightning_version", "lightning_version")
 
 
-def format_version_of(checkpoint: Mapping[str, Any]) -> int:
-    """The format version a checkpoint dict was written with (0 for the layout users already know)."""
-    if FORMAT_VERSION_KEY in checkpoint:
-        return int(checkpoint[FORMAT_VERSION_KEY])
-    return 0
+def format_version_of(checkpoint: Mapping[str, Any], path: str = "<checkpoint>") -> int:
+    """The format version a checkpoint dict was written with (0 for the layout users already know).
+
+    Raises `FormatVersionError` naming `path` for a version that is not a whole number >= 0."""
+    if FORMAT_VERSION_KEY not in checkpoint:
+        return 0
+    version = checkpoint[FORMAT_VERSION_KEY]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise FormatVersionError(
+            f"{path!r} has format_version {version!r}; expected a whole number from 0 to {FORMAT_VERSION}. "
+            f"The file was not written by savepoint or was edited; resume from another checkpoint.",
+            path,
+        )
+    return version
 
 
 def is_weights_only(checkpoint: Mapping[str, Any]) -> bool:
@@ -108,7 +117,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _upgrade_0
 
 def upgrade_checkpoint(checkpoint: dict[str, Any], path: str = "<checkpoint>") -> dict[str, Any]:
     """Bring a checkpoint dict from any older format version to `FORMAT_VERSION`, one step at a time."""
-    version = format_version_of(checkpoint)
+    version = format_version_of(checkpoint, path)
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"{path!r} has format_version {version}, but this savepoint reads up to {FORMAT_VERSION}. "

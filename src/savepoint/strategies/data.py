@@ -7,6 +7,7 @@ data handling (`savepoint.trainer.data`) uses them from here.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -43,8 +44,31 @@ def rebuild_loader(loader: DataLoader, **overrides: Any) -> DataLoader | None:
     return DataLoader(loader.dataset, **kwargs)
 
 
-def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int = 0) -> Any:
-    """Replace a default sampler with a `DistributedSampler` (shuffling when the original did)."""
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """Every sample once over all ranks: rank r takes indices r, r + world_size, ... (ranks may differ by one
+    sample; `DistributedSampler` pads with duplicates instead, which would count them twice in test metrics)."""
+
+    def __init__(
+        self, dataset: Any, num_replicas: int, rank: int, shuffle: bool = False, seed: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        else:
+            indices = list(range(len(self.dataset)))  # type: ignore[arg-type]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+def add_distributed_sampler(
+    loader: Any, num_replicas: int, rank: int, seed: int = 0, unrepeated: bool = False
+) -> Any:
+    """Replace a default sampler with a `DistributedSampler` (shuffling when the original did); with
+    `unrepeated`, one that gives every sample to exactly one rank (test and predict)."""
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
         return loader
     sampler = loader.sampler
@@ -54,14 +78,19 @@ def add_distributed_sampler(loader: Any, num_replicas: int, rank: int, seed: int
     if batch_sampler is not None and type(batch_sampler) is not BatchSampler:
         return loader
     shuffle = isinstance(sampler, RandomSampler)
-    dist_sampler = DistributedSampler(
-        loader.dataset,
-        num_replicas=num_replicas,
-        rank=rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=bool(loader.drop_last),
-    )
+    if unrepeated:
+        dist_sampler: DistributedSampler = UnrepeatedDistributedSampler(
+            loader.dataset, num_replicas, rank, shuffle, seed
+        )
+    else:
+        dist_sampler = DistributedSampler(
+            loader.dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=bool(loader.drop_last),
+        )
     rebuilt = rebuild_loader(
         loader, batch_size=loader.batch_size, sampler=dist_sampler, drop_last=loader.drop_last
     )

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
+from savepoint.strategies import elastic, launcher
 from savepoint.strategies.data import add_distributed_sampler
 from savepoint.strategies.launcher import launch_local_processes
 from savepoint.strategies.strategy import Strategy
@@ -34,8 +35,8 @@ class _StepWrapper(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, batch: Any, batch_idx: int) -> Any:
-        return self.module.training_step(batch, batch_idx)
+    def forward(self, *args: Any) -> Any:
+        return self.module.training_step(*args)
 
 
 class DDPStrategy(Strategy):
@@ -57,6 +58,9 @@ class DDPStrategy(Strategy):
         self._devices = 1
         self._num_nodes = 1
         self._device: torch.device | None = None
+        self._store: Any = None
+        self._watchdog: elastic.FailureWatchdog | None = None
+        self._control_group: Any = None
 
     def _configure_devices(self, devices: int, num_nodes: int, accelerator: str) -> None:
         self._devices = devices
@@ -69,6 +73,7 @@ class DDPStrategy(Strategy):
     def setup_environment(self) -> None:
         if dist.is_available() and dist.is_initialized():
             self._set_device()
+            self._start_watchdog()
             return
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             if self._devices * self._num_nodes > 1:
@@ -83,7 +88,13 @@ class DDPStrategy(Strategy):
         accelerator = self._accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
         backend = self._backend or ("nccl" if accelerator == "cuda" else "gloo")
         self._set_device()
-        dist.init_process_group(backend=backend, timeout=self._timeout)
+        self._store = elastic.init_process_group(backend, self._timeout)
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        if self._store is not None and self._watchdog is None and self.world_size > 1:
+            self._watchdog = elastic.FailureWatchdog(self._store, self.global_rank)
+            self._watchdog.start()
 
     def _set_device(self) -> None:
         accelerator = self._accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,13 +138,13 @@ class DDPStrategy(Strategy):
                 _StepWrapper(self._model), device_ids=device_ids, **self._ddp_kwargs
             )
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
         if self._wrapped is not None:
-            return self._wrapped(batch, batch_idx)
-        return super().training_step(batch, batch_idx)
+            return self._wrapped(*args)
+        return super().training_step(*args)
 
-    def process_dataloader(self, loader: Any) -> Any:
-        return add_distributed_sampler(loader, self.world_size, self.global_rank)
+    def process_dataloader(self, loader: Any, evaluation: bool = False) -> Any:
+        return add_distributed_sampler(loader, self.world_size, self.global_rank, unrepeated=evaluation)
 
     # -- agreement -------------------------------------------------------------------------------------------
 
@@ -167,6 +178,39 @@ class DDPStrategy(Strategy):
         }[reduce_op]
         dist.all_reduce(t, op=op)
         return t / self.world_size if reduce_op == "mean" else t
+
+    def max_across_ranks(self, value: int) -> int:
+        if not dist.is_initialized() or self.world_size == 1:
+            return value
+        # On CPU through gloo, even when training uses NCCL: no device sync for a per-batch flag.
+        if self._control_group is None:
+            self._control_group = (
+                dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            )
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._control_group)
+        return int(t.item())
+
+    # -- failures ---------------------------------------------------------------------------------------------
+
+    def report_failure(self, message: str) -> None:
+        elastic.report_failure(self._store, self.global_rank, message)
+
+    def failure_of_other_rank(self) -> tuple[int, str] | None:
+        if self._watchdog is not None:
+            self._watchdog.noticed.set()  # this thread reports it: the watchdog stands down
+        return elastic.failure_of_other_rank(self._store, self.global_rank)
+
+    def teardown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        super().teardown()
+
+    def abort(self) -> None:
+        launcher.mark_failed()
+        self._control_group = None
+        elastic.abort_process_group()
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         if not dist.is_initialized() or self.world_size == 1:

@@ -93,9 +93,9 @@ class FSDPStrategy(DDPStrategy):
         fully_shard(model, mesh=mesh, reshard_after_forward=self.reshard_after_forward)
         self._wrapped = None
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
         assert self._model is not None
-        return self._model.training_step(batch, batch_idx)
+        return self._model.training_step(*args)
 
     # -- state in and out ---------------------------------------------------------------------------------------
 
@@ -153,6 +153,11 @@ class FSDPStrategy(DDPStrategy):
             return meta
         self._loaded_from_sharded = None
         return super().load_checkpoint(checkpoint_path, map_location)
+
+    @property
+    def supports_link(self) -> bool:
+        """Sharded checkpoints are folders: each save point writes its own (no second names)."""
+        return self.state_dict_type == "full" and self.checkpoint_io.supports_link
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None

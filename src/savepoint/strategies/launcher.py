@@ -2,6 +2,10 @@
 
 The script is run again once per extra local rank, with the environment torchrun would set; the
 current process becomes local rank 0. ``python -m pkg.mod`` is re-run as ``-m pkg.mod``.
+
+At exit, rank 0 waits for its children, but never for minutes after a failure: when training failed on
+rank 0 (`mark_failed`) or a child exited with an error, the others get `FAILED_GRACE_S` seconds and are
+then killed. A clean exit waits up to `CLEAN_WAIT_S` (children may still be writing results).
 """
 
 from __future__ import annotations
@@ -11,10 +15,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import __main__
 
 _children: list[subprocess.Popen[bytes]] = []
+_failed = False
+FAILED_GRACE_S = 10.0
+CLEAN_WAIT_S = 600.0
 
 
 def free_port() -> int:
@@ -58,9 +66,21 @@ def launch_local_processes(devices: int, num_nodes: int, node_rank: int) -> None
     atexit.register(_wait_children)
 
 
+def mark_failed() -> None:
+    """Training failed in this process: at exit, give the children a short grace instead of a long wait."""
+    global _failed
+    _failed = True
+
+
 def _wait_children() -> None:
+    deadline = time.monotonic() + (FAILED_GRACE_S if _failed else CLEAN_WAIT_S)
+    while any(p.poll() is None for p in _children):
+        if any(p.returncode not in (None, 0) for p in _children):
+            deadline = min(deadline, time.monotonic() + FAILED_GRACE_S)  # one child failed: do not linger
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
     for proc in _children:
-        try:
-            proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
+            proc.wait()

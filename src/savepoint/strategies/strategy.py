@@ -7,15 +7,20 @@ Call order during ``Trainer.fit`` (every call is made on every rank unless noted
 2. ``connect(model)``; ``setup(trainer)``: move/wrap the model; ``setup_optimizers`` after
    ``configure_optimizers``. A sharded strategy checks here that its `CheckpointIO` can write shards.
 3. During training: ``batch_to_device``, ``training_step``/``validation_step`` through the wrapped model,
-   ``reduce``/``broadcast``/``barrier`` for agreement between ranks.
+   ``reduce``/``broadcast``/``barrier`` for agreement between ranks; ``max_across_ranks(flag)`` after each
+   batch to agree on a stop signal (multi-process only).
 4. Saving: ``save_checkpoint(checkpoint, path)`` on every rank. Single-file strategies write on global
    rank 0 through the CheckpointIO and every rank waits; an error on the writing rank is raised on every
-   rank, naming the rank. ``remove_checkpoint(path)``: likewise, rank 0 removes. A sharded strategy has
-   rank 0 call ``CheckpointIO.save_sharded_meta`` and then every rank ``CheckpointIO.save_sharded``.
+   rank, naming the rank. ``remove_checkpoint(path)`` and ``link_checkpoint(src, dst)``: likewise, rank 0
+   removes or links. A sharded strategy has rank 0 call ``CheckpointIO.save_sharded_meta`` and then every
+   rank ``CheckpointIO.save_sharded``.
 5. Loading: ``load_checkpoint(path)`` on every rank (the CheckpointIO's ``load_checkpoint``; a sharded
    strategy asks ``is_sharded_checkpoint`` / ``load_sharded_meta`` and defers the tensors to
    ``load_sharded``); then ``load_model_state_dict`` / ``load_optimizer_state_dict``.
-6. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
+6. On an exception in fit, on the failing rank(s) only: ``failure_of_other_rank()`` (did a peer fail
+   first?), else ``report_failure(message)``; after the ``on_exception`` callbacks, ``abort()``. No
+   collective is made on this path: the other ranks may never join it.
+7. ``teardown()``: on every rank, also after an error; flushes the CheckpointIO (async writes) and
    raises its pending error.
 
 The Trainer never opens files or checks ranks itself, and a strategy never touches a path itself:
@@ -128,16 +133,27 @@ class Strategy(ABC):
     def batch_to_device(self, batch: Any) -> Any:
         return move_to_device(batch, self.root_device)
 
-    def process_dataloader(self, loader: Any) -> Any:
+    def process_dataloader(self, loader: Any, evaluation: bool = False) -> Any:
+        """`loader` as this strategy runs it (a distributed sampler under DDP). ``evaluation`` (test, predict):
+        every sample exactly once over all ranks, no padding duplicates."""
         return loader
 
-    def training_step(self, batch: Any, batch_idx: int) -> Any:
+    def training_step(self, *args: Any) -> Any:
+        """``(batch, batch_idx)``, or ``(batch,)`` when the module's ``training_step`` takes no index."""
         assert self._model is not None
-        return self._model.training_step(batch, batch_idx)
+        return self._model.training_step(*args)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+    def validation_step(self, *args: Any) -> Any:
         assert self._model is not None
-        return self._model.validation_step(batch, batch_idx)
+        return self._model.validation_step(*args)
+
+    def test_step(self, *args: Any) -> Any:
+        assert self._model is not None
+        return self._model.test_step(*args)
+
+    def predict_step(self, *args: Any) -> Any:
+        assert self._model is not None
+        return self._model.predict_step(*args)
 
     # -- agreement between ranks ------------------------------------------------------------------------------
 
@@ -156,6 +172,22 @@ class Strategy(ABC):
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         return decision
+
+    def max_across_ranks(self, value: int) -> int:
+        """The largest `value` any rank passed (a stop signal's number), on every rank."""
+        return value
+
+    # -- failures (multi-process strategies; no-ops on one process) ---------------------------------------------
+
+    def report_failure(self, message: str) -> None:  # noqa: B027 - nothing to tell on one process
+        """Record this rank's error where the other ranks can read it."""
+
+    def failure_of_other_rank(self) -> tuple[int, str] | None:
+        """(rank, error) another rank recorded, or None."""
+        return None
+
+    def abort(self) -> None:  # noqa: B027 - nothing to close on one process
+        """Close the process group so ranks blocked in a collective with this one fail at once."""
 
     # -- state in and out ----------------------------------------------------------------------------------------
 
@@ -206,6 +238,31 @@ class Strategy(ABC):
         if self.is_global_zero:
             self.checkpoint_io.remove_checkpoint(filepath)
         self.barrier("remove_checkpoint")
+
+    @property
+    def supports_link(self) -> bool:
+        """Whether `link_checkpoint` is cheaper than a second save (ModelCheckpoint asks)."""
+        return self.checkpoint_io.supports_link
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Give the checkpoint saved at `src` the second name `dst` (rank 0, through the CheckpointIO);
+        every rank returns after it and raises its error, like `save_checkpoint`."""
+        if not self.is_distributed:
+            self.checkpoint_io.link_checkpoint(src, dst)
+            return
+        local_error: Exception | None = None
+        if self.is_global_zero:
+            try:
+                self.checkpoint_io.link_checkpoint(src, dst)
+            except Exception as err:
+                local_error = err
+        error = self.broadcast(
+            None if local_error is None else f"{type(local_error).__name__}: {local_error}"
+        )
+        if error is not None:
+            raise CheckpointWriteError(
+                f"linking checkpoint {dst!r} to {src!r} failed on rank 0: {error}", dst
+            ) from local_error
 
     def teardown(self) -> None:
         self.checkpoint_io.teardown()

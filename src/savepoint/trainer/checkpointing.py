@@ -24,9 +24,11 @@ from savepoint.checkpoint.errors import (
     StateMismatchError,
     WeightsOnlyCheckpointError,
 )
+from savepoint.checkpoint.validate import validated
 from savepoint.hparams import encode_hparams
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointEntry
+from savepoint.strategies.strategy import Strategy
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -116,9 +118,15 @@ def dump_checkpoint(trainer: Trainer, weights_only: bool = False) -> dict[str, A
 
 
 def load_checkpoint(trainer: Trainer, path: str) -> dict[str, Any]:
-    """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank."""
+    """Read, check and upgrade a checkpoint through the strategy (and so its CheckpointIO) on every rank.
+
+    The checkpoint "last" already read to check it can be resumed from is not read a second time (one
+    process, a strategy that loads the plain way: the same read through the same CheckpointIO)."""
+    found, trainer._found_checkpoint = getattr(trainer, "_found_checkpoint", None), None
+    if found is not None and found[0] == path:
+        return found[1]
     raw = trainer.strategy.load_checkpoint(path, map_location=trainer.strategy.root_device)
-    return fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, path), path)
+    return validated(raw, path)
 
 
 def load_weights(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
@@ -284,7 +292,7 @@ def _resumable(trainer: Trainer, entry: CheckpointEntry) -> tuple[dict[str, Any]
             raw = io.load_sharded_meta(entry.path)
         else:
             raw = io.load_checkpoint(entry.path, map_location="cpu")
-        checkpoint = fmt.upgrade_checkpoint(fmt.check_is_checkpoint(raw, entry.path), entry.path)
+        checkpoint = validated(raw, entry.path)  # the same validation as every load
     except (CheckpointError, OSError) as err:
         return None, f"it fails to load: {err}"
     if fmt.is_weights_only(checkpoint):
@@ -307,45 +315,75 @@ def find_last(trainer: Trainer) -> tuple[str | None, dict[str, Any] | None, list
     return None, None, skipped
 
 
+def _reusable(trainer: Trainer, path: str) -> bool:
+    strategy = trainer.strategy
+    plain_load = type(strategy).load_checkpoint is Strategy.load_checkpoint
+    return (
+        plain_load and not strategy.is_distributed and not strategy.checkpoint_io.is_sharded_checkpoint(path)
+    )
+
+
 def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike | None) -> str | None:
     if ckpt_path is None:
         return None
     ckpt_path = os.fspath(ckpt_path)
     if ckpt_path == "last":
-        path = None
-        if trainer.is_global_zero:
-            path, _, skipped = find_last(trainer)
-            if path is None:
-                path = "" if not skipped else f"!{skipped[0]}"
-        path = trainer.strategy.broadcast(path)
-        if not path or path.startswith("!"):
-            where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
-            extra = f" (no candidate can be resumed from; the newest was {path[1:]!r})" if path else ""
-            raise CheckpointNotFoundError(
-                f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
-                f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath){extra}. Train without "
-                f"ckpt_path first, or pass the path of a checkpoint.",
-                trainer.default_root_dir,
-            )
-        return path
+        return _resolve_last(trainer)
     if ckpt_path == "best":
-        best = ""
-        for cb in trainer.checkpoint_callbacks:
-            best = getattr(cb, "best_model_path", "") or best
-        if not best and trainer.is_global_zero:
-            _, last, _ = find_last(trainer)
-            if last is not None:
-                stored = last.get(fmt.CALLBACKS) or {}
-                for key, state in stored.items():
-                    if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
-                        best = state["best_model_path"]
-                        break
-        best = trainer.strategy.broadcast(best)
-        if not best:
-            raise CheckpointNotFoundError(
-                "ckpt_path='best': no best checkpoint is known (no ModelCheckpoint has saved one in this root). "
-                "Pass a path, or 'last'.",
-                trainer.default_root_dir,
-            )
-        return best
+        return _resolve_best(trainer)
     return ckpt_path
+
+
+def _resolve_last(trainer: Trainer) -> str | None:
+    path = None
+    if trainer.is_global_zero:
+        path, checkpoint, skipped = find_last(trainer)
+        if path is None:
+            path = "" if not skipped else f"!{skipped[0]}"
+        elif _reusable(trainer, path):
+            trainer._found_checkpoint = (path, checkpoint)  # type: ignore[assignment]
+    path = trainer.strategy.broadcast(path)
+    where = join(join(trainer.default_root_dir, "runs"), "*/checkpoints")
+    if not path:
+        # The first launch of a job that always passes ckpt_path="last" (elastic restarts, requeues).
+        warnings.warn(
+            f'fit(ckpt_path="last"): no checkpoint under {trainer.default_root_dir!r} (looked in {where!r}, '
+            f"the root's 'checkpoints' folder and every ModelCheckpoint dirpath); training starts from scratch.",
+            UserWarning,
+            stacklevel=5,
+        )
+        return None
+    if path.startswith("!"):
+        raise CheckpointNotFoundError(
+            f"ckpt_path='last': no checkpoint to resume from under {trainer.default_root_dir!r} (looked in "
+            f"{where!r}, the root's 'checkpoints' folder and every ModelCheckpoint dirpath): every candidate failed to "
+            f"load or cannot be resumed from (each was skipped with a warning); the newest was {path[1:]!r}. Repair or remove the "
+            f"files, or pass the path of a checkpoint.",
+            trainer.default_root_dir,
+        )
+    return path
+
+
+def _resolve_best(trainer: Trainer) -> str:
+    best = ""
+    for cb in trainer.checkpoint_callbacks:
+        best = getattr(cb, "best_model_path", "") or best
+    if not best and trainer.is_global_zero:
+        _, last, _ = find_last(trainer)
+        stored = (last or {}).get(fmt.CALLBACKS) or {}
+        best = next(
+            (
+                state["best_model_path"]
+                for key, state in stored.items()
+                if key.startswith("ModelCheckpoint") and state.get("best_model_path")
+            ),
+            "",
+        )
+    best = trainer.strategy.broadcast(best)
+    if not best:
+        raise CheckpointNotFoundError(
+            "ckpt_path='best': no best checkpoint is known (no ModelCheckpoint has saved one in this root). "
+            "Pass a path, or 'last'.",
+            trainer.default_root_dir,
+        )
+    return best

@@ -6,6 +6,7 @@ import difflib
 import os
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from savepoint.callbacks.callback import Callback
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.strategies.strategy import SingleDeviceStrategy, Strategy
 from savepoint.trainer.precision import normalize_precision
+from savepoint.utilities.durations import parse_max_time
 
 TRAINER_ARGS = (
     "accelerator",
@@ -41,6 +43,18 @@ TRAINER_ARGS = (
     "deterministic",
     "plugins",
     "log_every_n_steps",
+    "fast_dev_run",
+    "max_time",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "benchmark",
+    "inference_mode",
+    "use_distributed_sampler",
+    "detect_anomaly",
+    "barebones",
+    "sync_batchnorm",
+    "reload_dataloaders_every_n_epochs",
 )
 DEPRECATED_ARGS = {
     "default_save_path": "default_root_dir",
@@ -65,11 +79,24 @@ class TrainerConfig:
     default_root_dir: str = field(default_factory=os.getcwd)
     enable_checkpointing: bool = True
     enable_progress_bar: bool = True
+    enable_model_summary: bool = True
     deterministic: bool | str = False
     precision: str = "32-true"
     log_every_n_steps: int = 50
     callbacks: list[Callback] = field(default_factory=list)
     resume_from_checkpoint: str | None = None
+    fast_dev_run: int | bool = False
+    max_time: timedelta | None = None
+    limit_test_batches: int | float = 1.0
+    limit_predict_batches: int | float = 1.0
+    overfit_batches: int | float = 0.0
+    benchmark: bool | None = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
 
 
 def _unknown_argument(name: str) -> TypeError:
@@ -106,6 +133,7 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     for name in kwargs:
         if name not in TRAINER_ARGS and name not in DEPRECATED_ARGS:
             raise _unknown_argument(name)
+    _check_barebones(kwargs)
     kw = dict(kwargs)
     cfg = TrainerConfig()
     callbacks = kw.pop("callbacks", None)
@@ -197,12 +225,11 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     cfg.default_root_dir = os.fspath(root) if root is not None else os.getcwd()
     if "://" not in cfg.default_root_dir:
         cfg.default_root_dir = os.path.abspath(os.path.expanduser(cfg.default_root_dir))
-    for flag in ("enable_checkpointing", "enable_progress_bar"):
+    for flag in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary"):
         value = kw.pop(flag, True)
         if not isinstance(value, bool):
             raise TypeError(f"Trainer({flag}={value!r}) must be True or False.")
         setattr(cfg, flag, value)
-    kw.pop("enable_model_summary", None)
     det = kw.pop("deterministic", False)
     if det not in (True, False, None, "warn"):
         raise ValueError(f"Trainer(deterministic={det!r}) must be True, False or 'warn'.")
@@ -210,7 +237,72 @@ def build_config(kwargs: dict[str, Any]) -> tuple[TrainerConfig, dict[str, Any]]
     cfg.precision = normalize_precision(kw.pop("precision", "32-true"))
     cfg.log_every_n_steps = kw.pop("log_every_n_steps", 50)
     _check_int("log_every_n_steps", cfg.log_every_n_steps, 1)
+    _surface_args(cfg, kw)
     return cfg, kw
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"Trainer({name}={value!r}) must be True or False.")
+    return value
+
+
+def _surface_args(cfg: TrainerConfig, kw: dict[str, Any]) -> None:
+    """Arguments a Lightning script passes besides the checkpointing ones (debugging, data, speed flags)."""
+    cfg.limit_test_batches = _check_limit("limit_test_batches", kw.pop("limit_test_batches", 1.0))
+    cfg.limit_predict_batches = _check_limit("limit_predict_batches", kw.pop("limit_predict_batches", 1.0))
+    cfg.max_time = parse_max_time(kw.pop("max_time", None))
+    cfg.benchmark = kw.pop("benchmark", None)
+    if cfg.benchmark is not None:
+        _check_bool("benchmark", cfg.benchmark)
+    for flag in (
+        "inference_mode",
+        "use_distributed_sampler",
+        "detect_anomaly",
+        "barebones",
+        "sync_batchnorm",
+    ):
+        if flag in kw:
+            setattr(cfg, flag, _check_bool(flag, kw.pop(flag)))
+    cfg.reload_dataloaders_every_n_epochs = kw.pop("reload_dataloaders_every_n_epochs", 0)
+    _check_int("reload_dataloaders_every_n_epochs", cfg.reload_dataloaders_every_n_epochs, 0)
+    overfit = kw.pop("overfit_batches", 0.0)
+    cfg.overfit_batches = _check_limit("overfit_batches", overfit)
+    if overfit:  # the same few training batches, in order, each epoch; validation on as many (Lightning)
+        cfg.limit_train_batches = cfg.limit_val_batches = cfg.overfit_batches
+    fast = kw.pop("fast_dev_run", False)
+    if isinstance(fast, bool):
+        fast = 1 if fast else 0
+    _check_int("fast_dev_run", fast, 0)
+    cfg.fast_dev_run = fast
+    if fast:
+        # N batches of every loop, one epoch, no sanity check; checkpoints and logs are not written.
+        cfg.limit_train_batches = cfg.limit_val_batches = fast
+        cfg.limit_test_batches = cfg.limit_predict_batches = fast
+        cfg.max_steps, cfg.max_epochs, cfg.num_sanity_val_steps = fast, 1, 0
+        cfg.val_check_interval, cfg.check_val_every_n_epoch = 1.0, 1
+        cfg.max_time = None
+        kw["logger"] = False
+    if cfg.barebones:
+        cfg.enable_checkpointing = cfg.enable_progress_bar = False
+        kw["logger"] = False
+
+
+def _check_barebones(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("barebones") is not True:
+        return
+    on = [
+        f"{f}=True"
+        for f in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary")
+        if kwargs.get(f)
+    ]
+    if kwargs.get("logger") not in (None, False):
+        on.append(f"logger={kwargs['logger']!r}")
+    if on:
+        raise ValueError(
+            f"Trainer(barebones=True) turns off checkpointing, logging, the progress bar and the model summary, "
+            f"but {', '.join(on)} was also given: drop barebones=True or those arguments."
+        )
 
 
 def _parse_devices(devices: Any, accelerator: str) -> int:

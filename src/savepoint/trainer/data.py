@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler
 
 from savepoint.strategies.data import add_distributed_sampler, move_to_device, rebuild_loader
 
@@ -80,6 +80,22 @@ def _generators(loader: Any) -> list[torch.Generator]:
 
 def _stateful(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+
+
+def sequential_loader(loader: Any) -> Any:
+    """`loader` without shuffling (``overfit_batches``: the same first batches every epoch, as Lightning)."""
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler):
+        rebuilt = rebuild_loader(
+            loader, batch_size=loader.batch_size, shuffle=False, drop_last=loader.drop_last
+        )
+        if rebuilt is not None:
+            warnings.warn(
+                "Trainer(overfit_batches=...) replaces the training data's shuffling sampler with a sequential one.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return rebuilt
+    return loader
 
 
 class TrainData:

@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from savepoint.checkpoint.resume import capture_rng, restore_rng
+from savepoint.trainer import logger_connector, preemption
 from savepoint.trainer.data import TrainData, first_tensor_len
+from savepoint.trainer.manual import clip_grads
 
 if TYPE_CHECKING:
     from savepoint.trainer.trainer import Trainer
@@ -72,6 +74,16 @@ class FitLoop:
         self._window_has_grad = False  # a backward ran since the last optimizer step
         self._t_start = 0.0
         self._elapsed_before = 0.0
+        self.automatic = True  # the module's automatic_optimization, read once per fit
+        self.step_takes_batch_idx = True
+        # The step in flight, for exception-time saves (see `preemption.exception_save_plan`).
+        self.step_phase = preemption.IDLE
+        self.track_rollback = (
+            False  # keep the state from before each batch (an exception-save callback wants it)
+        )
+        self._before_batch: tuple[Any, ...] | None = None
+        self.stop_check: Any = None  # called after each batch; raises `Preempted` after a signal
+        self.started = False  # run() began: the state is a training state from here on
 
     # -- state -----------------------------------------------------------------------------------------------
 
@@ -81,6 +93,8 @@ class FitLoop:
         state["metrics"] = trainer._metrics.state_dict()
         state["data_state"] = self.data.state_dict() if self.data is not None else {}
         state["elapsed_s"] = self.elapsed_s()
+        state["lr_scheduler_configs"] = self._scheduler_configs()
+        state["loggers"] = logger_connector.states(trainer)  # where each log stood at this save point
         if self.pos.accumulated > 0:
             module = trainer.training_module
             state["accumulated_grads"] = {
@@ -89,6 +103,25 @@ class FitLoop:
                 if p.grad is not None
             }
         return state
+
+    def _scheduler_configs(self) -> list[dict[str, Any]]:
+        """How each LR scheduler steps: lets `savepoint convert --to lightning` apply a step savepoint takes
+        later in the epoch than Lightning does (see `checkpoint/lightning_format.py`)."""
+        optimizers = self.trainer.optimizers
+        out = []
+        for config in self.trainer.lr_scheduler_configs:
+            cls = type(config.scheduler)
+            optimizer = getattr(config.scheduler, "optimizer", None)
+            out.append(
+                {
+                    "class": f"{cls.__module__}.{cls.__qualname__}",
+                    "interval": config.interval,
+                    "frequency": config.frequency,
+                    "monitor": config.monitor if config.reduce_on_plateau else None,
+                    "optimizer_index": next((i for i, o in enumerate(optimizers) if o is optimizer), 0),
+                }
+            )
+        return out
 
     def rank_state(self) -> dict[str, Any]:
         """This rank's RNG states: now, and at the start of the epoch (from which the data order is drawn)."""
@@ -145,9 +178,20 @@ class FitLoop:
             return True
         return bool(t.should_stop and self.pos.epoch >= cfg.min_epochs and self.pos.phase == "epoch_start")
 
+    def stop_reason(self) -> str:
+        """Why the loop ended, when nobody said (``trainer.stop_reason`` is set by whoever stops it)."""
+        t = self.trainer
+        cfg = t._cfg
+        if cfg.max_steps != -1 and t.global_step >= cfg.max_steps:
+            return f"`max_steps={cfg.max_steps}` reached"
+        if cfg.max_epochs != -1 and self.pos.epoch >= cfg.max_epochs:
+            return f"`max_epochs={cfg.max_epochs}` reached"
+        return "`trainer.should_stop` was set"
+
     def run(self, resuming: bool) -> None:
         t = self.trainer
         self._t_start = time.monotonic()
+        self.started = True
         if resuming:
             self._check_data_unchanged()
             if self._pending_data_state:
@@ -175,6 +219,9 @@ class FitLoop:
 
     def _start_epoch(self) -> None:
         t = self.trainer
+        n = t._cfg.reload_dataloaders_every_n_epochs
+        if n and self.pos.epoch > 0 and self.pos.epoch % n == 0:
+            t._load_fit_data()
         assert self.data is not None
         self.data.set_epoch(self.pos.epoch)
         self.pos.batches_done = 0
@@ -220,9 +267,13 @@ class FitLoop:
         while self.pos.phase == "batches" and self.pos.batches_done < num_batches:
             if t.should_stop or (t._cfg.max_steps != -1 and t.global_step >= t._cfg.max_steps):
                 break
+            if self.track_rollback:
+                self._keep_before_batch()
+            self.step_phase = preemption.FORWARD
             try:
                 batch = next(self._iterator)
             except StopIteration:
+                self.step_phase = preemption.IDLE
                 break
             batch_idx = self.pos.batches_done
             is_last = batch_idx + 1 >= num_batches
@@ -230,19 +281,22 @@ class FitLoop:
             self.pos.batches_done += 1
             self.pos.total_batches += 1
             self.pos.phase = "after_batch"
+            self.step_phase = preemption.IDLE
             if self.pos.accumulated == 0 and t.global_step % t._cfg.log_every_n_steps == 0:
                 t._metrics.flush_step(t.global_step, self.pos.epoch)
             t._call("on_train_batch_end", self._last_output, batch, batch_idx)
             self._last_output = None  # frees the graph; a Trainer can be deep-copied between batches
             self._post_batch(batch_idx)
             self.pos.phase = "batches"
+            if self.stop_check is not None:
+                self.stop_check()
         self._iterator = None
 
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> None:
         t = self.trainer
         cfg = t._cfg
         strategy = t.strategy
-        batch = strategy.batch_to_device(batch)
+        batch = t._precision.convert_input(strategy.batch_to_device(batch))
         t._metrics.batch_size = first_tensor_len(batch)
         t._metrics.stage = "train"
         response = t._call("on_train_batch_start", batch, batch_idx)
@@ -250,15 +304,19 @@ class FitLoop:
             self.trainer.should_stop = True
             self._last_output = None
             return
+        args = (batch, batch_idx) if self.step_takes_batch_idx else (batch,)
         with t._precision.autocast():
-            output = t._run_module("training_step", strategy.training_step, batch, batch_idx)
-        loss = _loss_of(output)
+            output = t._run_module("training_step", strategy.training_step, *args)
         self._last_output = output
+        if not self.automatic:  # training_step stepped its optimizers itself
+            return
+        loss = _loss_of(output)
         self.pos.accumulated += 1
         if loss is not None:
             if cfg.accumulate_grad_batches > 1:
                 loss = loss / cfg.accumulate_grad_batches
             t._call("on_before_backward", loss)
+            self.step_phase = preemption.BACKWARD
             t._precision.backward(loss)
             self._window_has_grad = True
             t._call("on_after_backward")
@@ -279,11 +337,8 @@ class FitLoop:
             t._precision.unscale(opt)
             t._call("on_before_optimizer_step", opt)
             if cfg.gradient_clip_val:
-                group_params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-                if cfg.gradient_clip_algorithm == "norm":
-                    torch.nn.utils.clip_grad_norm_(group_params, cfg.gradient_clip_val)
-                else:
-                    torch.nn.utils.clip_grad_value_(group_params, cfg.gradient_clip_val)
+                clip_grads(opt, cfg.gradient_clip_val, cfg.gradient_clip_algorithm)
+            self.step_phase = preemption.OPTIMIZER
             t._precision.step(opt)
         t._precision.update()
         for opt in t.optimizers:
@@ -295,6 +350,8 @@ class FitLoop:
     def step_schedulers(self, interval: str) -> None:
         """Step the LR schedulers of `interval` ("step" after an optimizer step, "epoch" at the epoch end)."""
         t = self.trainer
+        if not self.automatic:  # in manual optimization training_step steps its schedulers (as Lightning)
+            return
         for config in t.lr_scheduler_configs:
             if config.interval != interval:
                 continue
@@ -315,6 +372,45 @@ class FitLoop:
             else:
                 config.scheduler.step()
 
+    # -- the state from before the batch in flight (exception-time saves) ------------------------------------
+
+    def _keep_before_batch(self) -> None:
+        """What a batch changes before its optimizer step: position, RNG, epoch metrics, the window's gradients.
+        Taken before the batch is fetched (the sampler may draw from the RNG at the first fetch)."""
+        t = self.trainer
+        metrics = t._metrics
+        grads = None
+        if self.pos.accumulated > 0:
+            grads = {
+                name: p.grad.detach().clone()
+                for name, p in t.training_module.named_parameters()
+                if p.grad is not None
+            }
+        self._before_batch = (
+            replace(self.pos, data=dict(self.pos.data)),
+            capture_rng(),
+            dict(metrics.callback_metrics),
+            {k: replace(a) for k, a in metrics._epoch["train"].items()},
+            grads,
+            self._window_has_grad,
+        )
+
+    def rollback_batch_in_flight(self) -> None:
+        """Put back the state from before the batch in flight (parameters and optimizers are unchanged
+        before the optimizer step). Used only when fit is failing, before an exception-time save."""
+        if self._before_batch is None or self.step_phase == preemption.IDLE:
+            return
+        pos, rng, callback_metrics, epoch_metrics, grads, window_has_grad = self._before_batch
+        t = self.trainer
+        self.pos = pos
+        restore_rng(rng)
+        t._metrics.callback_metrics = callback_metrics
+        t._metrics._epoch["train"] = epoch_metrics
+        for name, p in t.training_module.named_parameters():
+            p.grad = None if grads is None else grads.get(name)
+        self._window_has_grad = window_has_grad
+        self.step_phase = preemption.IDLE
+
     # -- validation inside the epoch ----------------------------------------------------------------------------
 
     def val_due(self, batch_idx: int) -> bool:
@@ -327,6 +423,10 @@ class FitLoop:
             and (self.pos.epoch + 1) % cfg.check_val_every_n_epoch != 0
         ):
             return False
+        if t.should_stop and self.pos.epoch + 1 >= cfg.min_epochs:
+            return (
+                True  # stopping mid-epoch (Timer, a callback): validate first, as Lightning, so saves follow
+            )
         assert self.data is not None
         interval = cfg.val_check_interval
         if isinstance(interval, int):

@@ -1,12 +1,14 @@
 """`Trainer`: the façade. Arguments are validated here; the loops, checkpoint assembly and storage live
-in `fit_loop`, `checkpointing` and the strategy."""
+in `fit_loop`, `evaluation`, `prediction`, `checkpointing` and the strategy; ``validate``/``test``/``predict``
+in `entrypoints`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
+import sys
 import typing
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -15,25 +17,29 @@ from savepoint.callbacks.callback import Callback
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.checkpoint.resume import capture_rng, restore_rng
 from savepoint.datamodule import DataModule
-from savepoint.loggers import CSVLogger, Logger
+from savepoint.loggers import Logger
 from savepoint.module import TrainingModule
-from savepoint.plugins.io._fs import get_fs, is_local
-from savepoint.plugins.io.async_io import AsyncCheckpointIO
-from savepoint.plugins.io.torch_io import TorchCheckpointIO
 from savepoint.strategies.strategy import Strategy
-from savepoint.trainer import checkpointing
+from savepoint.trainer import checkpointing, logger_connector
 from savepoint.trainer.config import build_config, select_strategy
-from savepoint.trainer.data import TrainData
+from savepoint.trainer.data import TrainData, sequential_loader
+from savepoint.trainer.entrypoints import EvaluationEntryPoints
 from savepoint.trainer.evaluation import run_validation
 from savepoint.trainer.fit_loop import FitLoop
 from savepoint.trainer.hooks import HookDispatch, _overrides
+from savepoint.trainer.interrupts import FitGuard
+from savepoint.trainer.manual import ManualOptimization, check_optimization, takes_batch_idx
 from savepoint.trainer.metrics import MetricStore
 from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
+from savepoint.trainer.prediction import PredictLoop
 from savepoint.trainer.properties import TrainerProperties
+from savepoint.trainer.signals import split_signal_plugins
+from savepoint.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from savepoint.utilities.rank_zero import rank_zero_only
 
 
-class Trainer(TrainerProperties, HookDispatch):
+class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOptimization):
     """Trains a `TrainingModule`, checkpointing automatically (see ``fit``)."""
 
     def __init__(
@@ -44,7 +50,7 @@ class Trainer(TrainerProperties, HookDispatch):
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
         precision: str | int = "32-true",
-        logger: Logger | bool | None = None,
+        logger: Logger | list[Logger] | bool | None = None,
         callbacks: list[Callback] | Callback | None = None,
         max_epochs: int | None = None,
         min_epochs: int | None = None,
@@ -64,6 +70,18 @@ class Trainer(TrainerProperties, HookDispatch):
         deterministic: bool | str | None = None,
         plugins: Any = None,
         log_every_n_steps: int | None = None,
+        fast_dev_run: int | bool = False,
+        max_time: str | timedelta | dict[str, int] | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
         **deprecated: Any,
     ) -> None:
         given = {
@@ -81,12 +99,18 @@ class Trainer(TrainerProperties, HookDispatch):
             given.setdefault(key, default)
         self._cfg, rest = build_config(given)
         self._cfg.check_val_every_n_epoch = check_val_every_n_epoch
+        rest["plugins"], self._stop_signals, self._signal_plugin = split_signal_plugins(rest.get("plugins"))
         self._strategy = select_strategy(rest)
         self._logger_arg = rest.pop("logger", True)
-        self._callbacks = self._assemble_callbacks(self._cfg.callbacks)
-        self._logger: Logger | None = self._build_logger(self._logger_arg)
+        self._callbacks = self._assemble_callbacks(self._cfg.callbacks + self._timer_callback())
+        self._loggers: list[Logger] = logger_connector.build_loggers(
+            self._logger_arg, self._cfg.default_root_dir
+        )
         if self._cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self._cfg.deterministic == "warn")
+        if self._cfg.benchmark is not None:
+            torch.backends.cudnn.benchmark = self._cfg.benchmark
+        self.state = TrainerState()
 
         self._model: TrainingModule | None = None
         self._datamodule: DataModule | None = None
@@ -96,21 +120,35 @@ class Trainer(TrainerProperties, HookDispatch):
         self._metrics = MetricStore(self)
         self._fit_loop = FitLoop(self)
         self._val_loaders: list[Any] = []
+        self._eval_loaders: dict[str, list[Any]] = {}
+        self.predict_loop = PredictLoop()
         self._validation_has_run = False
         self._restored_step: int | None = None
+        self._found_checkpoint: tuple[str, dict[str, Any]] | None = None  # read by ckpt_path="last"
         self._hook_cache: dict[str, tuple[list[Callback], bool]] = {}
         self.should_stop = False
-        self.sanity_checking = False
-        self.training = False
-        self.validating = False
+        # Why fit stopped, in a few words ("`max_epochs=10` reached"): whoever stops a fit (EarlyStopping,
+        # max_time, a preemption signal) sets it with should_stop; fit fills it in when it runs out.
+        self.stop_reason: str | None = None
         self.ckpt_path: str | None = None
         self._in_fit = False
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._exception_save_allowed = True
 
     # -- construction helpers ----------------------------------------------------------------------------------
 
+    def _timer_callback(self) -> list[Callback]:
+        """``max_time`` is a `Timer` callback, as in Lightning (unless the user passed their own Timer)."""
+        from savepoint.callbacks.timer import Timer
+
+        if self._cfg.max_time is None or any(isinstance(cb, Timer) for cb in self._cfg.callbacks):
+            return []
+        return [Timer(duration=self._cfg.max_time, interval="step")]
+
     def _assemble_callbacks(self, callbacks: list[Callback]) -> list[Callback]:
         from savepoint.callbacks.model_checkpoint import ModelCheckpoint
-        from savepoint.callbacks.progress import RichProgressBar
+        from savepoint.callbacks.model_summary import ModelSummary
+        from savepoint.callbacks.progress import ProgressBar, RichProgressBar
 
         has_checkpoint = any(isinstance(cb, Checkpoint) for cb in callbacks)
         if not self._cfg.enable_checkpointing and has_checkpoint:
@@ -122,21 +160,14 @@ class Trainer(TrainerProperties, HookDispatch):
         out = list(callbacks)
         if self._cfg.enable_checkpointing and not has_checkpoint:
             out.append(ModelCheckpoint())
-        if self._cfg.enable_progress_bar and not any(isinstance(cb, RichProgressBar) for cb in out):
+        if self._cfg.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in out):
             out.append(RichProgressBar())
+        if self._cfg.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in out):
+            out.append(ModelSummary())
         # Checkpoint callbacks run last, so a save sees every other callback's update for the same event.
         return [cb for cb in out if not isinstance(cb, Checkpoint)] + [
             cb for cb in out if isinstance(cb, Checkpoint)
         ]
-
-    def _build_logger(self, logger: Any) -> Logger | None:
-        if logger is True or logger is None:
-            return CSVLogger(self._cfg.default_root_dir, name="runs")
-        if logger is False:
-            return None
-        if isinstance(logger, Logger):
-            return logger
-        raise TypeError(f"Trainer(logger={logger!r}) must be True, False or a savepoint Logger.")
 
     # -- small services for callbacks -----------------------------------------------------------------------
 
@@ -145,7 +176,7 @@ class Trainer(TrainerProperties, HookDispatch):
             print(message)
 
     def _default_checkpoint_dir(self) -> str:
-        if self._logger is not None and self._logger.log_dir is not None:
+        if self.logger is not None and self.logger.log_dir is not None:
             return os.path.join(self.log_dir, "checkpoints")  # type: ignore[arg-type]
         return os.path.join(self.default_root_dir, "checkpoints")
 
@@ -186,24 +217,16 @@ class Trainer(TrainerProperties, HookDispatch):
         """Seconds of training in this run, counting the time before a resume (what time-based saves use)."""
         return self._train_elapsed_s()
 
-    def _checkpoint_io_is_local_torch(self, path: str) -> bool:
-        io = self._strategy.checkpoint_io
-        if isinstance(io, AsyncCheckpointIO):
-            io = io.checkpoint_io
-        fs, _ = get_fs(path)
-        return type(io) is TorchCheckpointIO and is_local(fs)
-
     def _log_metrics(self, metrics: dict[str, torch.Tensor], step: int, epoch: int) -> None:
-        if self._logger is not None and self.is_global_zero and not self.sanity_checking:
-            values = {k: float(v) for k, v in metrics.items()}
-            values["epoch"] = epoch
+        if self._loggers and self.is_global_zero and not self.sanity_checking:
             # Rows carry the step of the batch that logged, counted from 0 (`step` is the optimizer steps taken
             # after it), as the loggers of the framework users know do: epoch-end rows share the last batch's.
-            self._logger.log_metrics(values, step=max(step - 1, 0))
+            logger_connector.log_metrics(self, metrics, max(step - 1, 0), epoch)
 
     def _log_flush(self) -> None:
-        if self._logger is not None and self.is_global_zero:
-            self._logger.save()
+        if self.is_global_zero:
+            for logger in self._loggers:
+                logger.save()
 
     # -- fit ----------------------------------------------------------------------------------------------------
 
@@ -230,18 +253,37 @@ class Trainer(TrainerProperties, HookDispatch):
             ckpt_path = self._cfg.resume_from_checkpoint
         self._strategy.setup_environment()
         self._in_fit = True
+        self.state.fn, self.state.status = TrainerFn.FITTING, TrainerStatus.RUNNING
         failed = True
+        anomaly = torch.autograd.detect_anomaly() if self._cfg.detect_anomaly else contextlib.nullcontext()
+        self._guard = FitGuard(self, self._stop_signals, self._signal_plugin)
+        self._guard.install()  # SIGTERM/SIGINT only set a flag until fit returns (see `trainer/signals.py`)
         try:
-            self._setup(model, datamodule, "fit")
-            self._fit(train_dataloaders, val_dataloaders, ckpt_path)
+            with anomaly:
+                self._setup(model, datamodule, "fit")
+                self._fit(train_dataloaders, val_dataloaders, ckpt_path)
             failed = False
+            self.state.status = TrainerStatus.FINISHED
         except BaseException as err:
-            self._call_callbacks("on_exception", err)
+            self.state.status = TrainerStatus.INTERRUPTED
+            reported = self._guard.on_exception(err)
+            self._call_callbacks("on_exception", reported)
+            self._guard.after_exception(reported)
+            if reported is not err:
+                raise reported from None
             raise
         finally:
+            self._guard.close()
             self._teardown("fit", failed)
 
+    @property
+    def can_save_on_exception(self) -> bool:
+        """In ``on_exception``: whether the training state is consistent enough to save (False when the
+        exception interrupted an optimizer step, or under several processes, where a save could hang)."""
+        return self._exception_save_allowed
+
     def _setup(self, model: TrainingModule, datamodule: DataModule | None, stage: str) -> None:
+        rank_zero_only.rank = self.global_rank  # type: ignore[attr-defined]
         self._model = model
         self._hook_cache = {}
         model.trainer = self
@@ -259,11 +301,86 @@ class Trainer(TrainerProperties, HookDispatch):
         strategy = self._strategy
         model = self.training_module
         self.should_stop = False
+        self.stop_reason = None
         self._validation_has_run = False
         self._restored_step = None
-        strategy.setup(self)
         self._precision = Precision(self._cfg.precision, strategy.root_device.type)
+        self._precision.convert_module(model)
+        if self._cfg.sync_batchnorm and self.world_size > 1:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm children in place
+        strategy.setup(self)
 
+        self._fit_loop = FitLoop(self)
+        self._fit_data_args = (train_dataloaders, val_dataloaders)
+        self._load_fit_data()
+        self._fit_loop.automatic = model.automatic_optimization
+        self._fit_loop.step_takes_batch_idx = takes_batch_idx(model.training_step)
+        self._guard.attach(self._fit_loop)
+
+        resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
+        self.ckpt_path = resolved
+        checkpoint = None
+        if resolved is not None:
+            logger_connector.adopt_run_folder(self, resolved)
+        logger_connector.resolve_versions(self)
+        if resolved is not None:
+            checkpoint = checkpointing.load_checkpoint(self, resolved)
+            # Before anything new is written: drop what a crashed run logged after this checkpoint.
+            logger_connector.restore_states(self, checkpoint)
+
+        self._call_callbacks("setup", "fit")
+        if self.is_global_zero:
+            logger_connector.log_hparams(self)
+        if checkpoint is not None:
+            checkpointing.restore_modules_and_callbacks(self, checkpoint, resolved)  # type: ignore[arg-type]
+
+        self._optimizers, self._scheduler_configs = parse_optimizers(
+            self._run_module("configure_optimizers", model.configure_optimizers)
+        )
+        if not self._optimizers:
+            raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
+        check_optimization(self, model, self._optimizers)
+        self._optimizers = strategy.setup_optimizers(self._optimizers)
+        # As Lightning: on_fit_start runs before optimizer and loop states are restored, so a callback can
+        # reshape the optimizers first (fine-tuning adds back the parameter groups it had added).
+        self._call("on_fit_start")
+        if checkpoint is not None:
+            checkpointing.restore_training_state(self, checkpoint, resolved)  # type: ignore[arg-type]
+            self._restored_step = self.global_step
+            del checkpoint
+            if self._fit_loop.done():
+                self._print(
+                    f"Resumed from {resolved!r} at epoch {self.current_epoch}, step {self.global_step}: "
+                    f"max_epochs={self._cfg.max_epochs} / max_steps={self._cfg.max_steps} is already reached, "
+                    f"so there is nothing to train. Raise max_epochs or max_steps to train further."
+                )
+
+        if not self._fit_loop.done():
+            self._sanity_check()
+        self.training = True
+        model.train()
+        self._call("on_train_start")
+        trained = not self._fit_loop.done()
+        try:
+            self._fit_loop.run(resuming=resolved is not None)
+        finally:
+            self.training = False
+        self._call("on_train_end")
+        if trained:
+            self._report_stop()
+        self._call("on_fit_end")
+
+    def _report_stop(self) -> None:
+        """One line saying why fit ended (after the bar has stopped, so it lands below it)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._fit_loop.stop_reason()
+        if self.is_global_zero:
+            print(f"`Trainer.fit` stopped: {self.stop_reason}.", file=sys.stderr, flush=True)
+
+    def _load_fit_data(self) -> None:
+        """Ask for the training and validation data (again every ``reload_dataloaders_every_n_epochs``)."""
+        train_dataloaders, val_dataloaders = self._fit_data_args
+        model = self.training_module
         train_loader = train_dataloaders
         if train_loader is None and self._datamodule is not None:
             train_loader = self._datamodule.train_dataloader()
@@ -274,82 +391,10 @@ class Trainer(TrainerProperties, HookDispatch):
                 "Trainer.fit found no training data: pass train_dataloaders=, a datamodule=, or implement "
                 "train_dataloader() in the TrainingModule."
             )
-        train_loader = strategy.process_dataloader(train_loader)
+        if self._cfg.overfit_batches:
+            train_loader = sequential_loader(train_loader)
+        self._fit_loop.data = TrainData(self._process_loader(train_loader), self._cfg.limit_train_batches)
         self._val_loaders = self._resolve_val_loaders(val_dataloaders)
-        self._fit_loop = FitLoop(self)
-        self._fit_loop.data = TrainData(train_loader, self._cfg.limit_train_batches)
-
-        resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
-        self.ckpt_path = resolved
-        checkpoint = None
-        if resolved is not None:
-            self._adopt_run_folder(resolved)
-        if isinstance(self._logger, CSVLogger):
-            self._logger.version = strategy.broadcast(self._logger.version)  # every rank logs to one folder
-        if resolved is not None:
-            checkpoint = checkpointing.load_checkpoint(self, resolved)
-
-        self._call_callbacks("setup", "fit")
-        if self._logger is not None and self.is_global_zero:
-            self._log_hparams()
-        if checkpoint is not None:
-            checkpointing.restore_modules_and_callbacks(self, checkpoint, resolved)  # type: ignore[arg-type]
-
-        self._optimizers, self._scheduler_configs = parse_optimizers(
-            self._run_module("configure_optimizers", model.configure_optimizers)
-        )
-        if not self._optimizers:
-            raise ValueError(f"{type(model).__name__}.configure_optimizers() returned no optimizer.")
-        self._optimizers = strategy.setup_optimizers(self._optimizers)
-        # on_fit_start runs before the optimizer state is restored, so parameter groups it adds resume too.
-        self._call("on_fit_start")
-        if checkpoint is not None:
-            self._restore_training_state(checkpoint, resolved)  # type: ignore[arg-type]
-            del checkpoint
-        if not self._fit_loop.done():
-            self._sanity_check()
-        self.training = True
-        model.train()
-        self._call("on_train_start")
-        try:
-            self._fit_loop.run(resuming=resolved is not None)
-        finally:
-            self.training = False
-        self._call("on_train_end")
-        self._call("on_fit_end")
-
-    def _restore_training_state(self, checkpoint: dict[str, Any], path: str) -> None:
-        checkpointing.restore_training_state(self, checkpoint, path)
-        self._restored_step = self.global_step
-        if self._fit_loop.done():
-            self._print(
-                f"Resumed from {path!r} at epoch {self.current_epoch}, step {self.global_step}: "
-                f"max_epochs={self._cfg.max_epochs} / max_steps={self._cfg.max_steps} is already reached, "
-                f"so there is nothing to train. Raise max_epochs or max_steps to train further."
-            )
-
-    def _adopt_run_folder(self, ckpt_path: str) -> None:
-        """Resuming a checkpoint of ``<root>/runs/version_N/checkpoints/`` continues in ``version_N``."""
-        logger = self._logger
-        if not isinstance(logger, CSVLogger) or logger._version is not None or self._logger_arg is not True:
-            return
-        path = Path(os.path.abspath(ckpt_path))
-        root = Path(logger.root_dir).resolve() if "://" not in logger.root_dir else None
-        if root is None or path.parent.name != "checkpoints" or path.parent.parent.parent != root:
-            return
-        match = re.fullmatch(r"version_(\d+)", path.parent.parent.name)
-        if match:
-            logger.version = int(match.group(1))
-
-    def _log_hparams(self) -> None:
-        params: dict[str, Any] = {}
-        model = self.training_module
-        if model.hparams and getattr(model, "_log_hyperparams", True):
-            params.update(model.hparams)
-        if self._datamodule is not None and self._datamodule.hparams:
-            params.update(self._datamodule.hparams)
-        if params:
-            self._logger.log_hyperparams(params)  # type: ignore[union-attr]
 
     def _resolve_val_loaders(self, val_dataloaders: Any) -> list[Any]:
         loaders = val_dataloaders
@@ -360,7 +405,7 @@ class Trainer(TrainerProperties, HookDispatch):
         if loaders is None:
             return []
         loaders = list(loaders) if isinstance(loaders, list | tuple) else [loaders]
-        return [self._strategy.process_dataloader(loader) for loader in loaders]
+        return [self._process_loader(loader) for loader in loaders]
 
     def _sanity_check(self) -> None:
         steps = self._cfg.num_sanity_val_steps
@@ -382,20 +427,20 @@ class Trainer(TrainerProperties, HookDispatch):
             self._metrics.callback_metrics = saved_metrics
 
     def _run_validation(self, sanity: bool = False, on_end: Any = None) -> dict[str, torch.Tensor]:
-        self.validating = True
+        previous, self.state.stage = self.state.stage, RunningStage.VALIDATING
         try:
             results = run_validation(self, self._val_loaders, max_batches=None, on_end=on_end)
         finally:
-            self.validating = False
+            self.state.stage = previous
         self._validation_has_run = True
         return results
 
     def _teardown(self, stage: str, failed: bool) -> None:
         self._in_fit = False
         try:
-            self._log_flush()
-            if self._logger is not None and self.is_global_zero:
-                self._logger.finalize("failed" if failed else "success")
+            if self.is_global_zero:
+                for logger in self._loggers:
+                    logger.finalize("failed" if failed else "success")
             self._call_callbacks("teardown", stage)
             if self._model is not None:
                 self._model.teardown(stage)
@@ -403,47 +448,6 @@ class Trainer(TrainerProperties, HookDispatch):
                 self._datamodule.teardown(stage)
         finally:
             self._strategy.teardown()
-
-    # -- validate ---------------------------------------------------------------------------------------------
-
-    def validate(
-        self,
-        model: TrainingModule | None = None,
-        dataloaders: Any = None,
-        ckpt_path: str | os.PathLike | None = None,
-        verbose: bool = True,
-        datamodule: DataModule | None = None,
-    ) -> list[dict[str, float]]:
-        """Run one validation epoch; returns ``[metrics]``. ``ckpt_path`` loads weights first."""
-        model = model if model is not None else self._model
-        if model is None:
-            raise TypeError("Trainer.validate needs a model: pass model=, or call fit first.")
-        if isinstance(dataloaders, DataModule):
-            datamodule, dataloaders = dataloaders, None
-        self._strategy.setup_environment()
-        self._in_fit = True
-        try:
-            self._setup(model, datamodule if datamodule is not None else self._datamodule, "validate")
-            self._strategy.setup(self)
-            self._precision = Precision(self._cfg.precision, self._strategy.root_device.type)
-            resolved = checkpointing.resolve_ckpt_path(self, ckpt_path)
-            if resolved is not None:
-                checkpointing.load_weights(self, checkpointing.load_checkpoint(self, resolved), resolved)
-            self._val_loaders = self._resolve_val_loaders(dataloaders)
-            if not self._val_loaders:
-                raise ValueError(
-                    "Trainer.validate found no validation data: pass dataloaders= or a datamodule=."
-                )
-            self._metrics.callback_metrics = {}
-            results = self._run_validation()
-        finally:
-            self._teardown("validate", failed=False)
-        out = {k: float(v) for k, v in results.items()}
-        if verbose and self.is_global_zero:
-            from savepoint.callbacks.progress import print_metrics
-
-            print_metrics("Validate", out)
-        return [out]
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
@@ -456,6 +460,8 @@ class Trainer(TrainerProperties, HookDispatch):
             raise RuntimeError(
                 "Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first."
             )
+        if self._in_fit:
+            self._log_flush()  # the checkpoint records where each log stands: make that durable first
         checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
         self._strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options=storage_options)
         if not self._in_fit:

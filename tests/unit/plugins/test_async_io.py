@@ -122,3 +122,43 @@ def test_async_io_load_waits_for_pending_writes(tmp_path):
 def test_async_io_rejects_a_non_checkpoint_io_base():
     with pytest.raises(TypeError, match="CheckpointIO instance"):
         AsyncCheckpointIO(checkpoint_io=object())  # type: ignore[arg-type]
+
+
+class Linking(Recording):
+    supports_link = True
+
+    def link_checkpoint(self, src, dst):
+        self.calls.append(("link", dst))
+        self.saved[dst] = self.saved[src]
+
+
+def test_async_io_link_runs_after_the_save_it_names():
+    base = Linking(delay=0.05)
+    io = AsyncCheckpointIO(base)
+    io.save_checkpoint({"w": torch.ones(1)}, "epoch=0.ckpt")
+    io.link_checkpoint("epoch=0.ckpt", "last.ckpt")
+    io.teardown()
+    assert base.calls == [("save", "epoch=0.ckpt"), ("link", "last.ckpt")]
+
+
+def test_async_io_link_to_a_failed_save_is_skipped_and_reported():
+    base = Linking(fail_on="epoch=0.ckpt")
+    io = AsyncCheckpointIO(base)
+    io.save_checkpoint({"w": torch.ones(1)}, "epoch=0.ckpt")
+    io.link_checkpoint("epoch=0.ckpt", "last.ckpt")
+    io.wait()
+    assert ("link", "last.ckpt") not in base.calls
+    assert io.failed_paths == ("epoch=0.ckpt", "last.ckpt")
+    with pytest.raises(CheckpointWriteError, match=r"epoch=0\.ckpt"):
+        io.teardown()
+
+
+def test_async_io_warns_once_when_saves_outrun_the_disk():
+    base = Recording(delay=0.2)
+    io = AsyncCheckpointIO(base)
+    with pytest.warns(UserWarning, match="still being written") as record:
+        for name in ("a", "b", "c"):
+            io.save_checkpoint({"w": torch.ones(1024)}, name)
+    io.teardown()
+    assert len([w for w in record if "still being written" in str(w.message)]) == 1
+    assert "MB/s" in str(record[0].message)

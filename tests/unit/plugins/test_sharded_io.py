@@ -113,3 +113,10 @@ def test_cli_inspect_of_a_folder_of_checkpoints_describes_each_file(tmp_path, ca
         str(tmp_path / "ck" / "a.ckpt"),
         str(tmp_path / "ck" / "b.ckpt"),
     ]
+
+
+def test_sharded_meta_is_refused_when_a_shard_is_missing(tmp_path):
+    _save_sharded(tmp_path / "s.ckpt")
+    (tmp_path / "s.ckpt" / "__0_0.distcp").unlink()
+    with pytest.raises(CorruptCheckpointError, match=r"damaged sharded checkpoint.*__0_0\.distcp.*missing"):
+        TorchCheckpointIO().load_sharded_meta(str(tmp_path / "s.ckpt"))

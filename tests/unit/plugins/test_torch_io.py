@@ -13,7 +13,7 @@ from savepoint.checkpoint.errors import (
 )
 from savepoint.checkpoint.verify import verify_checkpoint
 from savepoint.plugins.io import TorchCheckpointIO
-from savepoint.plugins.io._fs import TMP_MARKER
+from savepoint.plugins.io._fs import TMP_MARKER, writer_id
 
 
 def _ckpt(value: float = 1.0):
@@ -50,7 +50,7 @@ def test_torch_io_sweeps_temporaries_left_by_a_killed_writer(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    stale = tmp_path / f".a.ckpt{TMP_MARKER}{int(dead.stdout)}-deadbeef"
+    stale = tmp_path / f".a.ckpt{TMP_MARKER}{writer_id()}-{int(dead.stdout)}-deadbeef"
     stale.write_bytes(b"partial")
     TorchCheckpointIO().save_checkpoint(_ckpt(), str(tmp_path / "b.ckpt"))
     assert not stale.exists()
@@ -160,3 +160,42 @@ def test_torch_io_overwrite_frees_the_old_copy_by_teardown(tmp_path):
     io.teardown()
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
     assert torch.equal(io.load_checkpoint(str(path))["state_dict"]["w"], torch.full((64, 64), 3.0))
+
+
+def test_torch_io_interrupt_during_a_write_surfaces_as_the_interrupt(tmp_path, monkeypatch):
+    import builtins
+
+    from savepoint.plugins.io import torch_io
+
+    path = tmp_path / "model.ckpt"
+    io = TorchCheckpointIO()
+    io.save_checkpoint({"w": torch.zeros(4)}, str(path))
+
+    class InterruptedFile:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt  # Ctrl-C while torch's C++ writer is in a write
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def interrupted_open(*args, **kwargs):
+        return InterruptedFile(builtins.open(*args, **kwargs))
+
+    monkeypatch.setattr(torch_io, "open", interrupted_open, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"w": torch.ones(1000)}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(4))  # the previous file, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]  # no temporary file left

@@ -3,9 +3,12 @@
 Order of work: ``save_checkpoint`` (caller's thread) waits for the save in flight, if any, then copies
 every tensor into host buffers it keeps between saves (pinned when the source is on CUDA; reused when
 shapes and dtypes match) and deep-copies the rest, so the file is a point-in-time snapshot. The write
-then runs on one background thread with the base plugin. Saves and removals share one FIFO queue, so a
-removal never overtakes the save it depends on, and after a failed save the queued removals are dropped
-(an old checkpoint is never removed for a replacement that does not exist).
+then runs on one background thread with the base plugin. Saves, links and removals share one FIFO queue,
+so a removal never overtakes the save it depends on and a link (``last.ckpt`` as a second name of the file
+just saved) is made only after that file committed; after a failed save the queued removals and links are
+dropped (an old checkpoint is never removed for a replacement that does not exist, and no name points at a
+file that was not written). When a save is requested while the previous one is still being written,
+training waits, and a warning says so once, with the measured write rate.
 
 Errors: the first failure is kept and raised, with its path, at the next ``save_checkpoint`` or at
 ``teardown()`` (the end of ``fit``), whichever comes first, once.
@@ -18,6 +21,8 @@ import copy
 import os
 import queue
 import threading
+import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +93,16 @@ class _HostBuffers:
         return result
 
 
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 class AsyncCheckpointIO(CheckpointIO):
     """Wraps a base `CheckpointIO` (default `TorchCheckpointIO`) and writes in the background."""
 
@@ -112,6 +127,10 @@ class AsyncCheckpointIO(CheckpointIO):
         self._dcp_group: Any = None
         self._sharded_future: Any = None
         self._sharded_path = ""
+        self._failed: list[str] = []
+        self._last_bytes = 0
+        self._last_write_s = 0.0
+        self._warned_behind = False
 
     _PROCESS_LOCAL = (
         "_buffers", "_queue", "_thread", "_error", "_error_raised", "_save_done", "_lock", "_dcp_group",
@@ -141,6 +160,18 @@ class AsyncCheckpointIO(CheckpointIO):
     def supports_sharded(self) -> bool:  # type: ignore[override]
         return self.checkpoint_io.supports_sharded
 
+    @property
+    def supports_link(self) -> bool:  # type: ignore[override]
+        return self.checkpoint_io.supports_link
+
+    @property
+    def failed_paths(self) -> tuple[str, ...]:
+        """Paths whose queued save or link failed, or was skipped after an earlier failure, in queue order:
+        no file was written there. Callers that recorded such a path (ModelCheckpoint) roll their
+        bookkeeping back. Cleared by `teardown`."""
+        with self._lock:
+            return tuple(self._failed)
+
     # -- the worker ---------------------------------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
@@ -158,15 +189,19 @@ class AsyncCheckpointIO(CheckpointIO):
             try:
                 if item is _STOP:
                     return
-                kind, fn, _path, done = item
+                kind, fn, path, done = item
                 with self._lock:
                     failed = self._error is not None
-                if kind == "remove" and failed:
-                    continue  # never remove an old file for a save that did not land
+                    if kind == "link" and failed:
+                        self._failed.append(path)
+                if kind in ("remove", "link") and failed:
+                    continue  # never remove an old file, nor link to a file, for a save that did not land
                 try:
                     fn()
                 except BaseException as err:
                     with self._lock:
+                        if kind != "remove":
+                            self._failed.append(path)
                         if self._error is None:
                             self._error = err
                             self._error_raised = False
@@ -199,17 +234,45 @@ class AsyncCheckpointIO(CheckpointIO):
         self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
     ) -> None:
         self._raise_pending()
+        behind = not self._save_done.is_set()
+        waited = time.perf_counter()
         self._save_done.wait()  # at most one save in flight; its buffers are ours again after this
+        if behind:
+            self._warn_behind(time.perf_counter() - waited)
         self._raise_pending()
         snapshot = self._buffers.snapshot(checkpoint)
         self._save_done.clear()
         base = self.checkpoint_io
-        self._submit(
-            "save",
-            lambda: base.save_checkpoint(snapshot, path, storage_options=storage_options),
-            str(path),
-            self._save_done.set,
+        nbytes = _tensor_bytes(snapshot)
+
+        def write() -> None:
+            started = time.perf_counter()
+            base.save_checkpoint(snapshot, path, storage_options=storage_options)
+            self._last_bytes, self._last_write_s = nbytes, time.perf_counter() - started
+
+        self._submit("save", write, str(path), self._save_done.set)
+
+    def _warn_behind(self, waited_s: float) -> None:
+        """Once: saves come faster than the disk writes them, so training waited for the previous one."""
+        if self._warned_behind or not self._last_write_s:
+            return
+        self._warned_behind = True
+        took, size = self._last_write_s, self._last_bytes
+        warnings.warn(
+            f"AsyncCheckpointIO: a save was requested while the previous one ({size / 1e6:.0f} MB) was still being "
+            f"written, so training waited {waited_s:.2f} s for the disk. That write took {took:.2f} s "
+            f"({size / 1e6 / took:.0f} MB/s); save at most every {2 * took:.1f} s or so (raise "
+            f"every_n_train_steps or train_time_interval) to keep writes off the training path. Said once.",
+            UserWarning,
+            stacklevel=4,
         )
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Queued after every save already submitted, so `dst` never names a file whose write has not
+        committed; skipped (and `dst` listed in `failed_paths`) if an earlier queued save failed."""
+        self._wait_sharded()
+        base = self.checkpoint_io
+        self._submit("link", lambda: base.link_checkpoint(src, dst), str(dst))
 
     def remove_checkpoint(self, path: str) -> None:
         self._wait_sharded()  # a sharded save must land before anything it replaces leaves
@@ -309,5 +372,7 @@ class AsyncCheckpointIO(CheckpointIO):
             self._queue.put(_STOP)
             self._thread.join()
         self._thread = None
+        with self._lock:
+            self._failed = []
         self.checkpoint_io.teardown()
         self._raise_pending()

@@ -21,10 +21,14 @@ the plugin directly):
    wait at a barrier until it returns.
 7. ``remove_checkpoint(path)``: when a file leaves the top-k, always after the save that replaces it has
    returned. Global rank 0 only.
-8. ``save_text(text, path)`` / ``load_text(path)``: small text files beside checkpoints
+8. ``link_checkpoint(src, dst)``: when `dst` (``last.ckpt``) holds exactly the state already committed at
+   `src` (the top-k file of the same save point); always after the save of `src` returned (with
+   `AsyncCheckpointIO`, queued after it). Global rank 0 only. Only called when ``supports_link`` is true;
+   otherwise the state is saved a second time.
+9. ``save_text(text, path)`` / ``load_text(path)``: small text files beside checkpoints
    (``best_k_models.yaml``, an ``hparams.yaml`` given to ``load_from_checkpoint(hparams_file=)``).
-9. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending
-   work (an async write) must be finished, and its errors raised, before it returns.
+10. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending
+    work (an async write) must be finished, and its errors raised, before it returns.
 
 Sharded checkpoints (``supports_sharded``; FSDP with ``state_dict_type="sharded"``), a folder per
 checkpoint: ``save_sharded_meta(meta, path)`` on global rank 0 first (prepares the folder, withdraws an
@@ -41,6 +45,8 @@ What each must guarantee:
 - ``load_checkpoint`` never executes code from the file and raises `CheckpointError` subclasses naming
   the path.
 - ``remove_checkpoint`` of a missing path is not an error.
+- ``link_checkpoint`` is atomic like a save, and removing either name later never affects the other
+  (a hard link or a copy, never a symbolic link).
 - ``list_checkpoints`` returns only checkpoints: no temporary file, no uncommitted sharded folder.
 
 What a custom plugin must implement: ``save_checkpoint``, ``load_checkpoint`` and ``remove_checkpoint``.
@@ -62,6 +68,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from savepoint.plugins.io import _fs
+from savepoint.plugins.io.sharded import is_abandoned_candidate
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,9 @@ class CheckpointIO(ABC):
     # -- path questions (defaults: the path itself, through fsspec) --------------------------------------------
 
     def exists(self, path: str) -> bool:
-        """Is a checkpoint (or anything) stored under the name `path`?"""
-        return _fs.exists(path)
+        """Is the name `path` taken? Anything there counts (a dangling symlink too), except a sharded folder
+        that never got its commit marker: an abandoned save, whose name the next save reuses."""
+        return _fs.exists(path) and not is_abandoned_candidate(path)
 
     def list_checkpoints(self, dirpath: str) -> list[CheckpointEntry]:
         """The checkpoints directly under folder `dirpath` (none when it does not exist), in no order.
@@ -139,6 +147,15 @@ class CheckpointIO(ABC):
     def is_sharded_checkpoint(self, path: str) -> bool:
         """Is `path` a committed sharded checkpoint folder?"""
         return _fs.exists(_fs.join(path, _fs.COMMIT_NAME))
+
+    # Second names for a committed checkpoint (one write per save point). A plugin that can make them
+    # cheaply (hard links, server-side copies) sets this and overrides `link_checkpoint`.
+    supports_link: bool = False
+
+    def link_checkpoint(self, src: str, dst: str) -> None:
+        """Make `dst` hold the checkpoint committed at `src`, atomically. By default a copy through this
+        plugin's own load and save (correct for any plugin, but not cheaper than saving twice)."""
+        self.save_checkpoint(self.load_checkpoint(src, map_location="cpu"), dst)
 
     # -- sharded checkpoints (torch.distributed.checkpoint layout) ----------------------------------------------
 

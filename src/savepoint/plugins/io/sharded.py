@@ -16,13 +16,14 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zlib
 from typing import Any
 
 import torch
 
 from savepoint.checkpoint.errors import CorruptCheckpointError, UnsafeCheckpointError
-from savepoint.checkpoint.sharded import COMMIT_FILE, CRC_FILE, unflatten_into
+from savepoint.checkpoint.sharded import COMMIT_FILE, CRC_FILE, META_FILE, unflatten_into
 
 _ALLOWED_MODULE_PREFIXES = ("torch.distributed.checkpoint.",)
 _ALLOWED_GLOBALS = {
@@ -227,3 +228,36 @@ def load_full(path: str, meta: dict[str, Any], problems: list[str]) -> dict[str,
             tensors[fqn] = torch.empty(md.size, dtype=md.properties.dtype)
     _load_state_dict(tensors, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=True)
     return unflatten_into(meta, tensors)
+
+
+# -- leftovers of crashed saves -------------------------------------------------------------------------------
+
+
+def is_abandoned_candidate(path: str | os.PathLike) -> bool:
+    """A sharded folder that never got its commit marker: a ``*.ckpt`` folder without ``.metadata`` that holds
+    only what a sharded save writes (``meta.ckpt``, ``*.distcp``, ``crc32.json``, temporaries) or nothing."""
+    path = os.fspath(path)
+    if "://" in path or not path.endswith(".ckpt") or not os.path.isdir(path) or os.path.islink(path):
+        return False
+    names = os.listdir(path)
+    if COMMIT_FILE in names:
+        return False
+    return all(n in (META_FILE, CRC_FILE) or n.endswith(".distcp") or n.startswith(".") for n in names)
+
+
+def remove_abandoned(folder: str, older_than: float, keep: str | None = None) -> list[str]:
+    """Remove the uncommitted sharded folders in `folder` last written before `older_than` (the start of
+    this run: a save of this run is never among them, and a crashed one from before is certainly over).
+    Called by rank 0 at a sharded save into `folder`; returns what it removed."""
+    removed: list[str] = []
+    if "://" in folder or not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if path == keep or not is_abandoned_candidate(path):
+            continue
+        times = [os.path.getmtime(path)] + [os.path.getmtime(os.path.join(path, n)) for n in os.listdir(path)]
+        if max(times) < older_than:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

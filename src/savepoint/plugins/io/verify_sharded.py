@@ -86,8 +86,12 @@ def _warn(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def verify_sharded(path: str | os.PathLike) -> ShardedReport:
-    """Check a committed sharded folder; ``report.problems`` is empty when it is whole."""
+def verify_sharded(path: str | os.PathLike, check_crc: bool = True) -> ShardedReport:
+    """Check a committed sharded folder; ``report.problems`` is empty when it is whole.
+
+    ``check_crc=False`` checks the structure only (metadata, every shard's presence and size): cheap,
+    for every resume; the CRCs need a read of every shard.
+    """
     path = os.fspath(path)
     report = ShardedReport(path)
     if not os.path.isfile(os.path.join(path, COMMIT_FILE)):
@@ -111,9 +115,10 @@ def verify_sharded(path: str | os.PathLike) -> ShardedReport:
         except (ValueError, KeyError, TypeError, OSError) as err:
             report.problems.append(f"{CRC_FILE} is unreadable ({err})")
     _check_sizes(path, sizes, recorded, report)
-    if recorded:
+    if recorded and check_crc:
         _check_crcs(path, recorded, report)
-    _check_meta_zip(path, report)
+    if check_crc:
+        _check_meta_zip(path, report)
     return report
 
 

@@ -1,41 +1,25 @@
-"""Experiment loggers. `CSVLogger` writes ``metrics.csv`` and ``hparams.yaml`` in ``<save_dir>/<name>/version_<N>``."""
+"""`CSVLogger`: ``metrics.csv`` and ``hparams.yaml`` in ``<save_dir>/<name>/version_<N>``, readable without
+any tool (``pandas.read_csv``, a spreadsheet, ``savepoint plot``)."""
 
 from __future__ import annotations
 
 import csv
 import os
-import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from savepoint.hparams import to_plain
-
-
-class Logger:
-    """Base class of loggers given as ``Trainer(logger=...)``."""
-
-    @property
-    def log_dir(self) -> str | None:
-        return None
-
-    @property
-    def save_dir(self) -> str | None:
-        return None
-
-    @property
-    def version(self) -> int | str | None:
-        return None
-
-    def log_hyperparams(self, params: Mapping[str, Any]) -> None: ...
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-    def save(self) -> None: ...
-    def finalize(self, status: str) -> None:
-        self.save()
+from savepoint.loggers.logger import Logger, next_version
 
 
 class CSVLogger(Logger):
-    """``metrics.csv`` (one row per logging step, a column per metric) and ``hparams.yaml``."""
+    """``metrics.csv`` (one row per ``log_metrics`` call: ``step``, then a column per metric, empty where a
+    row has no value) and ``hparams.yaml``.
+
+    Rows are buffered and written by ``save()`` (each epoch end and before each checkpoint); a column
+    first seen late rewrites the file with the wider header. ``CSVLogger(save_dir, name="runs",
+    version=None)``: ``version=None`` takes the next free ``version_N``; a string names the folder.
+    """
 
     NAME_HPARAMS_FILE = "hparams.yaml"
     NAME_METRICS_FILE = "metrics.csv"
@@ -50,6 +34,7 @@ class CSVLogger(Logger):
         self._columns: list[str] = []
         self._written_rows = 0
         self._hparams: dict[str, Any] = {}
+        self._logged_rows = 0  # rows logged by this run and the runs it resumes (the checkpointed position)
 
     @property
     def name(self) -> str:
@@ -74,11 +59,7 @@ class CSVLogger(Logger):
         self._version = value
 
     def _next_version(self) -> int:
-        root = Path(self.root_dir)
-        if not root.is_dir():
-            return 0
-        found = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
-        return max(found) + 1 if found else 0
+        return next_version(self.root_dir)
 
     @property
     def log_dir(self) -> str:
@@ -102,6 +83,7 @@ class CSVLogger(Logger):
             {k: v if isinstance(v, int) and not isinstance(v, bool) else float(v) for k, v in metrics.items()}
         )
         self._rows.append(row)
+        self._logged_rows += 1
 
     def save(self) -> None:
         if not self._rows:
@@ -132,3 +114,27 @@ class CSVLogger(Logger):
             with open(path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._columns).writerows(self._rows)
         self._rows = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self._logged_rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Keep the first ``state["rows"]`` rows of ``metrics.csv``: the rows a crashed run wrote after the
+        checkpoint are logged again by the resumed run."""
+        keep = int(state.get("rows", 0))
+        self._logged_rows = keep
+        path = os.path.join(self.log_dir, self.NAME_METRICS_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            self._columns = list(reader.fieldnames or [])
+        if len(rows) <= keep:
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns)
+            writer.writeheader()
+            writer.writerows(rows[:keep])
+        os.replace(tmp, path)
