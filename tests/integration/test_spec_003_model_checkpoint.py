@@ -3,7 +3,6 @@
 import math
 import os
 import stat
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,6 +13,7 @@ import savepoint as sp
 from helpers import TinyModel, loaders, quiet_trainer
 from savepoint.callbacks import ModelCheckpoint
 from savepoint.plugins.io import TorchCheckpointIO
+from savepoint.trainer import fit_loop
 
 
 class ScriptedModel(TinyModel):
@@ -120,17 +120,26 @@ def test_every_n_epochs(tmp_path):
     assert sorted(os.listdir("ck")) == ["epoch=1-step=16.ckpt", "epoch=3-step=32.ckpt"]
 
 
-def test_train_time_interval_saves_by_wall_time(tmp_path):
+def test_train_time_interval_saves_by_wall_time(tmp_path, monkeypatch):
+    class Clock:  # the training clock, advanced 30 ms by every step: no dependence on the machine's speed
+        now = 1000.0
+
+        @classmethod
+        def monotonic(cls):
+            return cls.now
+
+    monkeypatch.setattr(fit_loop, "time", Clock)
+
     class Slow(TinyModel):
         def training_step(self, batch, batch_idx):
-            time.sleep(0.03)
+            Clock.now += 0.03
             return super().training_step(batch, batch_idx)
 
     train, _ = loaders()
     cb = ModelCheckpoint(dirpath="ck", train_time_interval=timedelta(seconds=0.1), save_top_k=-1)
     quiet_trainer(callbacks=[cb], max_epochs=1).fit(Slow(), train)
-    saved = os.listdir("ck")
-    assert 1 <= len(saved) <= 4  # 8 steps x 30 ms = 240 ms: a save about every 100 ms
+    # 8 steps x 30 ms: 120 ms have passed after step 4 and 120 ms more after step 8.
+    assert sorted(os.listdir("ck")) == ["epoch=0-step=4.ckpt", "epoch=0-step=8.ckpt"]
 
 
 def test_step_triggered_save_waits_for_the_first_validation(tmp_path):
