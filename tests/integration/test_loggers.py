@@ -33,8 +33,9 @@ def test_tensorboard_logger_default_writes_step_and_epoch_scalars(tmp_path):
     log_dir = Path(trainer.log_dir)
     assert log_dir == tmp_path / "runs" / "version_0"
     found = scalars(log_dir)
-    assert [s for s, _ in found["train_loss"]] == [2, 4, 6, 8, 10, 12, 14, 16]
-    assert [s for s, _ in found["val_loss"]] == [8, 16]  # one point per validation epoch
+    # Steps are those of the batch that logged, counted from 0 (as Lightning): every 2nd of 16 batches.
+    assert [s for s, _ in found["train_loss"]] == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert [s for s, _ in found["val_loss"]] == [7, 15]  # one point per validation epoch
     assert found["val_loss"][-1][1] == pytest.approx(float(trainer.callback_metrics["val_loss"]))
     assert (log_dir / "hparams.yaml").read_text().startswith("in_dim: 8")
 
@@ -140,8 +141,9 @@ def test_custom_logger_receives_hparams_metrics_save_and_finalize(tmp_path):
     train, val = loaders()
     quiet_trainer(max_epochs=1, logger=Recorder(), log_every_n_steps=4).fit(TinyModel(), train, val)
     assert calls[0] == ("hparams", {"in_dim": 8, "hidden": 16, "lr": 0.1})
-    assert ("metrics", 4, ["epoch", "train_loss"]) in calls
-    assert ("metrics", 8, ["epoch", "val_loss"]) in calls
+    # Steps of the batch that logged, from 0 (as Lightning): the 4th and the 8th batch.
+    assert ("metrics", 3, ["epoch", "train_loss"]) in calls
+    assert ("metrics", 7, ["epoch", "val_loss"]) in calls
     assert calls.index(("save",)) < calls.index(("checkpoint", ""))  # flushed before the checkpoint
     assert calls[-1] == ("finalize", "success")
 
@@ -192,8 +194,8 @@ def test_mlflow_logger_records_params_and_metrics_in_a_local_store(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params == {"in_dim": "8", "hidden": "16", "lr": "0.1"}
     history = client.get_metric_history(logger.run_id, "val_loss")
-    assert [m.step for m in history] == [8, 16]
-    assert [m.step for m in client.get_metric_history(logger.run_id, "train_loss")] == [4, 8, 12, 16]
+    assert [m.step for m in history] == [7, 15]  # the last batch of each epoch, counted from 0
+    assert [m.step for m in client.get_metric_history(logger.run_id, "train_loss")] == [3, 7, 11, 15]
 
 
 @pytest.mark.usefixtures("mlflow_file_store")

@@ -341,7 +341,7 @@ class ModelCheckpoint(Checkpoint):
         """The end of training is a save point when its state is not saved yet: ``max_steps`` reached inside an
         epoch ends that epoch (top-k and last), and ``save_last`` always leaves the final state in last."""
         self._defer_save_until_validation = False
-        if trainer.sanity_checking or trainer.global_step == self._last_global_step_saved:
+        if self._skip(trainer) or trainer.global_step == self._last_global_step_saved:
             return
         candidates = self._monitor_candidates(trainer)
         stopped_by_steps = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
