@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from savepoint.hparams import to_plain
-from savepoint.loggers.logger import Logger, next_version
+from savepoint.loggers.logger import FolderLogger
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     """``metrics.csv`` (one row per ``log_metrics`` call: ``step``, then a column per metric, empty where a
     row has no value) and ``hparams.yaml``.
 
@@ -27,45 +27,12 @@ class CSVLogger(Logger):
     def __init__(
         self, save_dir: str | os.PathLike, name: str = "runs", version: int | str | None = None
     ) -> None:
-        self._save_dir = os.fspath(save_dir)
-        self._name = name
-        self._version = version
+        super().__init__(save_dir, name, version)
         self._rows: list[dict[str, Any]] = []
         self._columns: list[str] = []
         self._written_rows = 0
         self._hparams: dict[str, Any] = {}
         self._logged_rows = 0  # rows logged by this run and the runs it resumes (the checkpointed position)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = self._next_version()
-        return self._version
-
-    @version.setter
-    def version(self, value: int | str) -> None:
-        self._version = value
-
-    def _next_version(self) -> int:
-        return next_version(self.root_dir)
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, folder)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         import yaml

@@ -96,6 +96,46 @@ class Logger:
         """Continue from `state` (the result of ``state_dict`` at the checkpoint being resumed)."""
 
 
+class FolderLogger(Logger):
+    """A logger that writes into ``<save_dir>/<name>/version_<N>``: ``version=None`` takes the next free
+    ``N`` (read once, then kept), an int names ``version_<N>``, a string names the folder itself."""
+
+    def __init__(self, save_dir: str | os.PathLike, name: str, version: int | str | None) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name
+        self._version = version
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(self.root_dir)
+        return self._version
+
+    @version.setter
+    def version(self, value: int | str) -> None:
+        self._set_version(value)
+
+    def _set_version(self, value: int | str) -> None:
+        self._version = value
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        return os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
+
+
 def next_version(root_dir: str) -> int:
     """``max(N) + 1`` over the ``version_N`` folders of `root_dir` (0 when there are none)."""
     if not os.path.isdir(root_dir):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from savepoint.hparams import to_plain
-from savepoint.loggers.logger import Logger, next_version
+from savepoint.loggers.logger import FolderLogger
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -48,7 +48,7 @@ def _flat(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(FolderLogger):
     """Scalars (per step and per epoch), hyperparameters in the HPARAMS tab, and the ``SummaryWriter``
     itself as ``logger.experiment`` (``add_image``, ``add_histogram``...).
 
@@ -74,9 +74,7 @@ class TensorBoardLogger(Logger):
         sub_dir: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        super().__init__(save_dir, name or "", version)
         self._log_graph = log_graph
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
@@ -89,35 +87,14 @@ class TensorBoardLogger(Logger):
 
     # -- where -----------------------------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = next_version(self.root_dir)
-        return self._version
-
-    @version.setter
-    def version(self, value: int | str) -> None:
+    def _set_version(self, value: int | str) -> None:
         if self._experiment is not None:
             raise RuntimeError("TensorBoardLogger.version cannot change once the writer is open.")
         self._version = value
 
     @property
     def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        path = os.path.join(self.root_dir, folder)
+        path = super().log_dir
         if self._sub_dir is not None:
             path = os.path.join(path, self._sub_dir)
         return os.path.expanduser(os.path.expandvars(path))

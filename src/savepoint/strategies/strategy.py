@@ -32,7 +32,7 @@ load and removal. Strategies import nothing from ``trainer/`` (their data helper
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -211,23 +211,29 @@ class Strategy(ABC):
         self, checkpoint: dict[str, Any], filepath: str, storage_options: Any | None = None
     ) -> None:
         """Write on global rank 0; every rank returns only after the write, and every rank raises its error."""
+        self._on_rank_zero(
+            lambda: self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options),
+            f"saving checkpoint {filepath!r}",
+            filepath,
+        )
+
+    def _on_rank_zero(self, write: Callable[[], None], what: str, path: str) -> None:
+        """Run `write` on global rank 0. Every rank returns only after it ended and raises
+        `CheckpointWriteError` when it failed (the broadcast of its error doubles as the barrier)."""
         if not self.is_distributed:
-            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+            write()
             return
         local_error: Exception | None = None
         if self.is_global_zero:
             try:
-                self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+                write()
             except Exception as err:
                 local_error = err
-        # The broadcast doubles as the barrier: no rank returns before rank 0's write ended, either way.
         error = self.broadcast(
             None if local_error is None else f"{type(local_error).__name__}: {local_error}"
         )
         if error is not None:
-            raise CheckpointWriteError(
-                f"saving checkpoint {filepath!r} failed on rank 0: {error}", filepath
-            ) from (local_error)
+            raise CheckpointWriteError(f"{what} failed on rank 0: {error}", path) from local_error
 
     def load_checkpoint(self, checkpoint_path: str, map_location: Any | None = None) -> dict[str, Any]:
         """The whole checkpoint in this process, from the CheckpointIO (which assembles a sharded folder
@@ -247,22 +253,11 @@ class Strategy(ABC):
     def link_checkpoint(self, src: str, dst: str) -> None:
         """Give the checkpoint saved at `src` the second name `dst` (rank 0, through the CheckpointIO);
         every rank returns after it and raises its error, like `save_checkpoint`."""
-        if not self.is_distributed:
-            self.checkpoint_io.link_checkpoint(src, dst)
-            return
-        local_error: Exception | None = None
-        if self.is_global_zero:
-            try:
-                self.checkpoint_io.link_checkpoint(src, dst)
-            except Exception as err:
-                local_error = err
-        error = self.broadcast(
-            None if local_error is None else f"{type(local_error).__name__}: {local_error}"
+        self._on_rank_zero(
+            lambda: self.checkpoint_io.link_checkpoint(src, dst),
+            f"linking checkpoint {dst!r} to {src!r}",
+            dst,
         )
-        if error is not None:
-            raise CheckpointWriteError(
-                f"linking checkpoint {dst!r} to {src!r} failed on rank 0: {error}", dst
-            ) from local_error
 
     def teardown(self) -> None:
         self.checkpoint_io.teardown()
