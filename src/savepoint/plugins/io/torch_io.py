@@ -345,6 +345,7 @@ class TorchCheckpointIO(CheckpointIO):
             ) from err
 
     def _link_local(self, src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)  # another callback's folder, before its first file
         tmp = temp_name_for(dst)
         with self._lock:
             self._active.add(tmp)
