@@ -66,13 +66,14 @@ class _HostBuffers:
 
     def snapshot(self, obj: Any) -> Any:
         memo: dict[int, torch.Tensor] = {}
-        saw_cuda = [False]
+        cuda_devices: set[torch.device] = set()
 
         def walk(value: Any, key: tuple[Any, ...]) -> Any:
             if isinstance(value, torch.Tensor):
                 if id(value) in memo:
                     return memo[id(value)]
-                saw_cuda[0] |= value.is_cuda
+                if value.is_cuda:
+                    cuda_devices.add(value.device)
                 out = self.copy(key, value)
                 memo[id(value)] = out
                 return out
@@ -90,8 +91,8 @@ class _HostBuffers:
             return copy.deepcopy(value)
 
         result = walk(obj, ())
-        if saw_cuda[0]:
-            torch.cuda.synchronize()
+        for device in cuda_devices:  # the copies were queued without blocking: wait for each device's
+            torch.cuda.synchronize(device)
         return result
 
 
@@ -446,5 +447,6 @@ class AsyncCheckpointIO(CheckpointIO):
         with self._lock:
             self._failed = []
         self._snapshot = None
+        self._buffers = _HostBuffers()  # a checkpoint's worth of (pinned) host memory, not held between fits
         self.checkpoint_io.teardown()
         self._raise_pending()
