@@ -237,3 +237,21 @@ def test_ddp_async_saves_write_once_and_reload(tmp_path):
     ]
     trained = _results(tmp_path, "out", 2)[0]["params"]
     assert _same_params(trained, torch.load(tmp_path / "run/ck/last.ckpt", weights_only=True)["state_dict"])
+
+
+def test_an_error_in_one_ranks_checkpoint_hook_stops_every_rank_without_a_hang(tmp_path):
+    """The first callback's planned save is dropped (writing it would wait on the other rank, which is
+    inside the second callback's broadcast); rank 1 learns of rank 0's failure."""
+    job = Path(__file__).with_name("hook_error_job.py")
+    cmd = [
+        *TORCHRUN,
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_port()}",
+        str(job),
+        ".",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    out = proc.stdout + proc.stderr
+    assert "RANK 0 ERROR OSError: storage hiccup on exists" in out, out[-4000:]
+    assert "RANK 1 ERROR RankFailedError" in out, out[-4000:]

@@ -262,3 +262,70 @@ def test_async_link_of_an_older_file_over_an_io_without_links_copies_it(tmp_path
     assert torch.equal(torch.load(tmp_path / "copy-of-a.ckpt", weights_only=True)["w"], torch.ones(3))
     assert torch.equal(torch.load(tmp_path / "copy-of-b.ckpt", weights_only=True)["w"], torch.zeros(3))
     assert base.saved == ["a.ckpt", "b.ckpt", "copy-of-a.ckpt", "copy-of-b.ckpt"]
+
+
+class FailingSecondLink(TorchCheckpointIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links = 0
+
+    def link_checkpoint(self, src, dst):
+        self.links += 1
+        if self.links == 2:
+            raise CheckpointWriteError(f"link to {dst!r} failed", dst)
+        super().link_checkpoint(src, dst)
+
+
+def test_a_save_point_failing_after_its_first_file_keeps_that_files_bookkeeping(tmp_path):
+    """The top-k file was written and the file it evicted removed before last.ckpt's link failed: the
+    callback reports the new file (which exists), not the removed one."""
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", monitor="score", mode="max", save_top_k=1, save_last=True)
+    trainer = quiet_trainer(
+        default_root_dir=tmp_path, callbacks=[cb], max_epochs=3, logger=False, plugins=[FailingSecondLink()]
+    )
+    with pytest.raises(CheckpointWriteError, match=r"last\.ckpt"):
+        trainer.fit(ValByEpoch(), *loaders(shuffle=False))
+    assert sorted(os.listdir(tmp_path / "c")) == ["epoch=1-step=16.ckpt", "last.ckpt"]
+    assert os.path.basename(cb.best_model_path) == "epoch=1-step=16.ckpt"
+    assert [os.path.basename(p) for p in cb.best_k_models] == ["epoch=1-step=16.ckpt"]
+    assert os.path.exists(cb.last_model_path)
+
+
+def test_callbacks_on_different_storages_each_get_their_own_file(tmp_path):
+    import fsspec
+
+    local = ModelCheckpoint(dirpath=tmp_path / "local", save_top_k=-1)
+    remote = ModelCheckpoint(dirpath="memory://savepoint-test-bucket/ckpts", save_top_k=-1)
+    trainer = quiet_trainer(default_root_dir=tmp_path, callbacks=[local, remote], max_epochs=1, logger=False)
+    trainer.fit(TinyModel(), *loaders())
+    memory = fsspec.filesystem("memory")
+    try:
+        assert memory.ls("/savepoint-test-bucket/ckpts", detail=False) == [
+            "/savepoint-test-bucket/ckpts/epoch=0-step=8.ckpt"
+        ]
+        assert os.listdir(tmp_path / "local") == ["epoch=0-step=8.ckpt"]
+        assert not os.path.exists("/savepoint-test-bucket")  # no local file under the bucket's path
+    finally:
+        memory.rm("/savepoint-test-bucket", recursive=True)
+
+
+class FailingOnce(TorchCheckpointIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        self.saves += 1
+        if self.saves == 2:
+            raise CheckpointWriteError(f"transient failure writing {path!r}", path)
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+def test_an_exception_save_retries_a_save_point_that_failed(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", save_top_k=-1, save_on_exception=True)
+    trainer = quiet_trainer(
+        default_root_dir=tmp_path, callbacks=[cb], max_epochs=3, logger=False, plugins=[FailingOnce()]
+    )
+    with pytest.raises(CheckpointWriteError, match="transient"):
+        trainer.fit(TinyModel(), *loaders())
+    assert sorted(os.listdir(tmp_path / "c")) == ["epoch=0-step=8.ckpt", "epoch=1-step=16.ckpt"]

@@ -190,10 +190,11 @@ class CheckpointSaves:
         `written` runs as soon as this file is written (before the next file of the save point)."""
         if self._pending is None:
             self._pending, self._planned = {}, []
+            self._saved_marks = (self._last_global_step_saved, self._last_checkpoint_saved)
             point.on_commit(self._commit)
             point.on_abort(self._drop_plan)
         self._remember(trainer, path)
-        self._planned.append(path)
+        self._planned.append((path, changes))
         self._pending.update(changes)
         point.add(path, self.save_weights_only, written)
 
@@ -202,11 +203,19 @@ class CheckpointSaves:
         self._pending, self._planned = None, []
         self._apply(pending)
 
-    def _drop_plan(self: ModelCheckpoint) -> None:
-        """The save point was not written: the bookkeeping stays as it was."""
-        for path in reversed(self._planned):
-            self._journal.forget(path)
-        self._pending, self._planned = None, []
+    def _drop_plan(self: ModelCheckpoint, written: set[str]) -> None:
+        """The save point failed: keep the changes of this callback's files that were written (their
+        removals already ran), drop the rest; with none written, nothing changes and a retry (an
+        ``on_exception`` save) is not skipped as already done."""
+        planned, self._pending, self._planned = self._planned, None, []
+        landed = [changes for path, changes in planned if path in written]
+        for path, _ in reversed(planned):
+            if path not in written:
+                self._journal.forget(path)
+        for changes in landed:
+            self._apply(changes)
+        if not landed:
+            self._last_global_step_saved, self._last_checkpoint_saved = self._saved_marks
 
     def _now(self: ModelCheckpoint, key: str) -> Any:
         """`key` of the bookkeeping as it stands, or as it will once the save point being written commits."""

@@ -10,13 +10,15 @@ will report once they exist) instead of writing them at once. When every callbac
 2. the first file of each kind (full, weights-only) is saved; every further name becomes a second name of
    it through the strategy's CheckpointIO (a hard link, a server-side copy, or the async writer's snapshot
    written again), made only after the first file committed; an IO that can do none of these gets the
-   same checkpoint dict saved again;
+   same checkpoint dict saved again (so does a name on another storage than the first file);
 3. after each file, what its callback asked for then (removing the file it replaced, a message), in the
    order Lightning does it (a top-k file, the removal of the one it evicted, then ``last.ckpt``); once
    every file is written, each callback commits its bookkeeping.
 
-If the write raises, every callback drops what it planned (its reported paths stay as they were) and the
-error propagates. Outside a round of hooks (a stop on a signal, a hook called directly) a callback's save
+If the write raises, each callback keeps the changes of its files that were written (and the removals
+that followed them) and drops the rest, and the error propagates. If a hook raises, what the callbacks
+before it planned is still written in a single process; under several processes it is dropped (the
+other ranks may be in a collective), and the exception path reports the failure to every rank. Outside a round of hooks (a stop on a signal, a hook called directly) a callback's save
 point is written when its own save ends.
 """
 
@@ -38,7 +40,7 @@ class SavePoint:
         self._files: list[tuple[str, bool]] = []  # (path, weights_only), in the order planned
         self._after_file: list[list[Callable[[], None]]] = []  # what to do once each file is written
         self._commits: list[Callable[[], None]] = []  # once every file is written
-        self._aborts: list[Callable[[], None]] = []
+        self._aborts: list[Callable[[set[str]], None]] = []
 
     @property
     def paths(self) -> list[str]:
@@ -59,14 +61,15 @@ class SavePoint:
     def on_commit(self, fn: Callable[[], None]) -> None:
         self._commits.append(fn)
 
-    def on_abort(self, fn: Callable[[], None]) -> None:
+    def on_abort(self, fn: Callable[[set[str]], None]) -> None:
+        """`fn(written)` runs if the save point fails: `written` names the files that were written before."""
         self._aborts.append(fn)
 
-    def abort(self) -> None:
+    def abort(self, written: set[str] | None = None) -> None:
         aborts = self._aborts
         self._reset()
         for fn in aborts:
-            fn()
+            fn(written or set())
 
     def _reset(self) -> None:
         self._files, self._after_file, self._commits, self._aborts = [], [], [], []
@@ -78,14 +81,17 @@ class SavePoint:
         if not files and not commits:
             return
 
+        done: set[str] = set()
+
         def written(index: int) -> None:
+            done.add(files[index][0])
             for fn in after_file[index]:
                 fn()
 
         try:
             self._trainer._save_checkpoint_files(files, written)
         except BaseException:
-            self.abort()
+            self.abort(done)
             raise
         self._reset()
         for fn in commits:
@@ -125,6 +131,11 @@ def run_hooks(trainer: Trainer, callbacks: list[Any], name: str, args: tuple[Any
             getattr(cb, name)(trainer, module, *args)
     except BaseException:
         trainer._save_point = None
+        if trainer.world_size > 1:
+            # The other ranks may still be inside a later callback's collective: writing (an all-gather)
+            # would hang them. The exception path reports the failure to every rank instead.
+            point.abort()
+            raise
         with contextlib.suppress(Exception):
             point.write()
         raise

@@ -119,7 +119,8 @@ class ModelCheckpoint(CheckpointSaves, CheckpointStops, CheckpointReconcile, Che
         # While a save point is being planned: the bookkeeping once its files exist, what to do then, and
         # the paths planned (`_save_point.py`).
         self._pending: dict[str, Any] | None = None
-        self._planned: list[str] = []
+        self._planned: list[tuple[str, dict[str, Any]]] = []
+        self._saved_marks: tuple[int, str] = (0, "")
         self._defer_save_until_validation = False
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None

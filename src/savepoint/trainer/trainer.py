@@ -481,7 +481,7 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
                 checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
                 first[weights_only] = (path, dict(checkpoint))  # a plugin may pop keys from what it gets
                 self._strategy.save_checkpoint(checkpoint, path, storage_options=storage_options)
-            elif self._strategy.supports_link:
+            elif self._strategy.supports_link and _same_storage(first[weights_only][0], path):
                 self._strategy.link_checkpoint(first[weights_only][0], path)
             else:
                 checkpoint = dict(first[weights_only][1])
@@ -492,6 +492,15 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
             # Outside fit nothing else will flush an async write: commit it before returning.
             self._strategy.checkpoint_io.teardown()
         self._strategy.barrier("Trainer.save_checkpoint")
+
+
+def _same_storage(a: str, b: str) -> bool:
+    """Can `b` be a second name of `a`? Only on the same file system (a local folder, one bucket's store)."""
+
+    def where(path: str) -> str:
+        return path.split("://", 1)[0] if "://" in path else "file"
+
+    return where(a) == where(b)
 
 
 # Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.
