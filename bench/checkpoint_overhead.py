@@ -1,10 +1,12 @@
 """What checkpointing costs a whole training run: no checkpoints / sync saves / async saves.
 
     python bench/checkpoint_overhead.py [--width 4096] [--steps 200] [--every 20] [--top-k 2]
-                                        [--batch 64] [--repeat 3] [--dir DIR]
+                                        [--callbacks 1] [--batch 64] [--repeat 3] [--dir DIR]
 
 The model is one ``width x width`` linear layer trained with Adam (4096: a ~200 MB checkpoint), with
-``ModelCheckpoint(every_n_train_steps=every, save_top_k=top_k, save_last=True, monitor="loss")``. The three
+``ModelCheckpoint(every_n_train_steps=every, save_top_k=top_k, save_last=True, monitor="loss")``;
+``--callbacks N`` adds N-1 more ModelCheckpoint callbacks saving at the same steps (each keeping its newest
+file in a folder of its own), whose files are further names of the same save point. The three
 modes run interleaved (none, sync, async, none, sync, async, ...) and each figure is the median over
 `repeat` runs. Printed: the total fit time and its overhead over no checkpoints, the mean duration of the
 steps that save and of those that do not, the bytes written per save point (a link counts zero), and the
@@ -102,6 +104,14 @@ def run(mode: str, a: argparse.Namespace, data: TensorDataset, folder: str) -> d
                 monitor="loss",
             )
         )
+        callbacks += [
+            sp.ModelCheckpoint(
+                dirpath=os.path.join(folder, f"extra{i}"),
+                every_n_train_steps=a.every,
+                filename="latest-{step}",
+            )
+            for i in range(1, a.callbacks)
+        ]
         plugins.append(AsyncCheckpointIO(counting) if mode == "async" else counting)
     trainer = sp.Trainer(
         max_steps=a.steps,
@@ -132,6 +142,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--top-k", type=int, default=2)
+    ap.add_argument("--callbacks", type=int, default=1, help="ModelCheckpoint callbacks saving at each point")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=None)
@@ -142,7 +153,8 @@ def main() -> None:
     data = TensorDataset(torch.randn(a.steps * a.batch, a.width))
     size_mb = 3 * 4 * a.width * (a.width + 1) / 1e6
     print(
-        f"model: {a.width}x{a.width} linear + Adam (~{size_mb:.0f} MB checkpoint), {a.steps} steps, save every {a.every}"
+        f"model: {a.width}x{a.width} linear + Adam (~{size_mb:.0f} MB checkpoint), {a.steps} steps, save every "
+        f"{a.every}, {a.callbacks} ModelCheckpoint callback(s)"
     )
     results: dict[str, list[dict[str, float]]] = {"none": [], "sync": [], "async": []}
     rates = []

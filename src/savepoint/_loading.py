@@ -257,7 +257,12 @@ def load_module_from_checkpoint(
         model.load_state_dict(state_dict, strict=strict)
     except RuntimeError as err:
         raise StateMismatchError(f"the weights in {path!r} do not fit {cls.__name__}: {err}", path) from err
-    if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
+    # Where the weights were loaded (map_location, or where they were saved when it is None): as Lightning
+    # does, the module goes there, so a GPU-saved file loads onto the GPU on a machine that has one.
+    device = next((t.device for t in state_dict.values() if isinstance(t, torch.Tensor)), None)
+    if device is not None:
+        model.to(device)
+    elif map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
         model.to(map_location)
     return model
 

@@ -159,3 +159,47 @@ def test_exact_resume_from_a_save_between_epochs(tmp_path):
     run("resume", tmp_path / "part")  # reads part.ckpt, overwrites part with the resumed weights
     full, resumed = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "part")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+LOADER_GENERATOR = """
+import sys
+sys.path.insert(0, sys.argv[4])
+import torch
+from torch.utils.data import DataLoader
+from helpers import TinyModel, make_data
+import savepoint as sp
+
+mode, folder, out = sys.argv[1], sys.argv[2], sys.argv[3]
+torch.manual_seed(0)
+model = TinyModel()
+# The shuffle order comes from the loader's own generator, seeded by the script as users do.
+train = DataLoader(make_data(64), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(7))
+callbacks = [sp.ModelCheckpoint(dirpath=folder, every_n_train_steps=8, save_top_k=-1, filename="{step}")]
+if mode == "epochs":
+    callbacks = [sp.ModelCheckpoint(dirpath=folder, save_top_k=-1, filename="{epoch}")]
+trainer = sp.Trainer(max_epochs=3, callbacks=callbacks, enable_progress_bar=False, logger=False,
+                     enable_model_summary=False, default_root_dir=folder)
+trainer.fit(model, train, ckpt_path=None if mode != "resume" else sys.argv[5])
+torch.save(model.state_dict(), out)
+"""
+
+
+@pytest.mark.parametrize("trigger", ["steps", "epochs"])
+def test_exact_resume_at_an_epoch_boundary_with_a_loader_generator(tmp_path, trigger):
+    """A save on an epoch's last batch (every_n_train_steps = the epoch's length) or at its end
+    (every_n_epochs): the next epoch's shuffle order comes from the loader's generator as it was then."""
+    tests_dir = str(Path(__file__).parents[1])
+
+    def run(mode: str, out: Path, *extra: str) -> None:
+        proc = subprocess.run([sys.executable, "-c", LOADER_GENERATOR, mode, str(tmp_path / "ck"), str(out), tests_dir,
+                               *extra], capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(trigger, tmp_path / "full.pt")
+    full = torch.load(tmp_path / "full.pt")
+    saved = sorted(glob.glob(str(tmp_path / "ck" / "*.ckpt")), key=lambda p: torch.load(p)["global_step"])
+    assert [torch.load(p)["global_step"] for p in saved] == [8, 16, 24]
+    for ckpt in saved[:2]:  # the ends of epochs 0 and 1
+        run("resume", tmp_path / "resumed.pt", ckpt)
+        resumed = torch.load(tmp_path / "resumed.pt")
+        assert all(torch.equal(full[k], resumed[k]) for k in full), os.path.basename(ckpt)

@@ -152,3 +152,27 @@ def test_model_checkpoint_deferred_save_is_made_at_validation_end_unlike_lightni
     got = on_both(scenario, tmp_path)
     assert got["lightning"] == ["epoch=1-step=12.ckpt", "epoch=1-step=15.ckpt", "epoch=1-step=9.ckpt"]
     assert got["savepoint"] == ["epoch=0-step=8.ckpt", *got["lightning"]]
+
+
+@pytest.mark.parametrize("shared_folder", [False, True])
+def test_two_model_checkpoints_leave_the_files_lightning_leaves(tmp_path, shared_folder):
+    """Several callbacks saving at one save point (written once by savepoint, linked): the same names, the
+    same best/last paths as Lightning, which writes each file in full; in one folder the second callback's
+    names get Lightning's ``-v1`` suffixes."""
+
+    def scenario(fw, root):
+        a_dir = root / "ckpt"
+        b_dir = a_dir if shared_folder else root / "all"
+        a = fw.ModelCheckpoint(
+            dirpath=str(a_dir), monitor="val_metric", mode="max", save_top_k=2, save_last=True
+        )
+        b = fw.ModelCheckpoint(dirpath=str(b_dir), save_top_k=-1, save_last=True)
+        trainer = fw.trainer(root, callbacks=[a, b], max_epochs=4)
+        train, val = loaders()
+        trainer.fit(module_class(fw)(val_values=(0.3, 0.9, 0.1, 0.5)), train, val)
+        return files(a_dir), files(b_dir), checkpoint_view(a, a_dir), checkpoint_view(b, b_dir)
+
+    got = on_both(scenario, tmp_path)
+    assert got["savepoint"] == got["lightning"]
+    if shared_folder:
+        assert "last-v1.ckpt" in got["savepoint"][0]

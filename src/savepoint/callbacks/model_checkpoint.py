@@ -1,16 +1,18 @@
 """`ModelCheckpoint`: when to save, which files to keep, what to put in them, where they go.
 
-A thin shell over `checkpoint_policy`: this class gathers the Trainer's state, asks the pure functions
-what to do, and carries the answer out through ``trainer.save_checkpoint`` and the strategy's
-``remove_checkpoint``; the folder check at set-up, the free-name check and ``to_yaml`` ask the strategy's
-CheckpointIO. It never touches storage itself, so a custom CheckpointIO sees every file. A file joins ``best_k_models`` and
-becomes ``best_model_path``/``last_model_path`` only after its save returned, and files leave the top-k
-only after the save that replaces them.
+A thin shell over `checkpoint_policy`: this class gathers the Trainer's state and asks the pure functions
+what to do; the mixins carry the answer out. `CheckpointSaves` (``_checkpoint_saves.py``) plans the files
+of a save into the save point of the current round of hooks (``_save_point.py``: several callbacks saving
+at one moment share one write, the other names are links), commits the bookkeeping and removes evicted
+files through the strategy; `CheckpointStops` saves on a signal or an exception; `CheckpointReconcile`
+removes what a crash left on resume. The folder check at set-up, the free-name check and ``to_yaml`` ask
+the strategy's CheckpointIO. It never touches storage itself, so a custom CheckpointIO sees every file. A
+file joins ``best_k_models`` and becomes ``best_model_path``/``last_model_path`` only after its save
+returned, and files leave the top-k only after the save that replaces them.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import typing
 import warnings
@@ -20,32 +22,23 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from savepoint.callbacks import checkpoint_policy as policy
+from savepoint.callbacks._checkpoint_reconcile import CheckpointReconcile
+from savepoint.callbacks._checkpoint_saves import CheckpointSaves
+from savepoint.callbacks._checkpoint_stops import CheckpointStops
 from savepoint.callbacks._legacy import accept_deprecated
+from savepoint.callbacks._save_point import SavePoint, save_point
 from savepoint.callbacks._write_journal import WriteJournal
 from savepoint.callbacks.checkpoint import Checkpoint
 from savepoint.plugins.io._fs import join
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
-from savepoint.trainer.preemption import Preempted
 
 if TYPE_CHECKING:
     from savepoint.module import TrainingModule
     from savepoint.trainer.trainer import Trainer
 
 
-# What ModelCheckpoint reports about its files; restored after a background save that failed.
-_BOOKKEEPING = (
-    "best_k_models",
-    "best_model_path",
-    "best_model_score",
-    "kth_best_model_path",
-    "kth_value",
-    "last_model_path",
-    "current_score",
-)
-
-
-class ModelCheckpoint(Checkpoint):
+class ModelCheckpoint(CheckpointSaves, CheckpointStops, CheckpointReconcile, Checkpoint):
     """Save checkpoints during training: every epoch by default, or every N steps/epochs/time interval,
     keeping the ``save_top_k`` best by ``monitor`` (the latest when no monitor), plus ``last.ckpt`` with
     ``save_last``.
@@ -123,13 +116,15 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = 0  # no step-triggered save before the first optimizer step
         self._last_time_saved_s = 0.0
         self._last_checkpoint_saved = ""
+        # While a save point is being planned: the bookkeeping once its files exist, what to do then, and
+        # the paths planned (`_save_point.py`).
         self._pending: dict[str, Any] | None = None
+        self._planned: list[str] = []
         self._defer_save_until_validation = False
         self._warned_nonfinite = False
         self._dirpath_from_ckpt: str | None = None
         self._restored_top_k = False  # a resumed top-k of this same folder: reconciled with it at train start
         self._io: CheckpointIO | None = None  # the trainer's, from setup on
-        self._planned_last = ""
         self._journal = WriteJournal()
 
     # -- identity and state ---------------------------------------------------------------------------------
@@ -247,39 +242,6 @@ class ModelCheckpoint(Checkpoint):
             self._restored_top_k = False
             self._reconcile(trainer)
 
-    def _reconcile(self, trainer: Trainer) -> None:
-        """Remove the files a crash left between committing a top-k file and removing the one it evicted:
-        only files whose own saved state shows this callback (same configuration, same folder) wrote and
-        ranked them, and that rank below the restored top-k. Anything else in the folder is left alone."""
-        doomed: list[str] = []
-        if trainer.is_global_zero:
-            mode = self.mode if self.monitor is not None else "max"
-            doomed = policy.strays_to_remove(self._strays(trainer), self._candidates(), self.save_top_k, mode)
-        for path in trainer.strategy.broadcast(doomed):
-            if self.verbose:
-                _info(trainer, f"Removing {path!r}: evicted from the top-k before the run was interrupted")
-            self._remove(trainer, path)
-
-    def _strays(self, trainer: Trainer) -> list[policy.Candidate]:
-        known = {*self._ranked, self.last_model_path, trainer.ckpt_path or ""}
-        io = trainer.strategy.checkpoint_io
-        strays = []
-        for path in _list_checkpoints(io, self.dirpath or ""):
-            if path in known or (trainer.ckpt_path and _same_file(path, trainer.ckpt_path)):
-                continue
-            try:
-                state = (io.load_checkpoint(path, map_location="cpu").get("callbacks") or {}).get(
-                    self.state_key
-                )
-            except Exception:  # unreadable: cannot rank it, so it stays
-                continue
-            if not isinstance(state, dict) or state.get("dirpath") != self.dirpath:
-                continue
-            ranked = state.get("best_k_models") or state.get("kept_models") or {}
-            if path in ranked:
-                strays.append(policy.Candidate(path, float(ranked[path]), -1))
-        return strays
-
     # -- when -----------------------------------------------------------------------------------------------
 
     def _skip(self, trainer: Trainer) -> bool:
@@ -352,9 +314,10 @@ class ModelCheckpoint(Checkpoint):
         ):
             self._save_all(trainer, candidates)
         elif self.save_last:
-            self._last_checkpoint_saved = ""
-            self._save_last(trainer, candidates)
-            self._last_global_step_saved = trainer.global_step
+            with save_point(trainer) as point:
+                self._last_checkpoint_saved = ""
+                self._plan_last(trainer, candidates, point)
+                self._last_global_step_saved = trainer.global_step
 
     def _after_epoch(self, trainer: Trainer) -> None:
         due = policy.due_after_epoch(
@@ -400,236 +363,20 @@ class ModelCheckpoint(Checkpoint):
         return bool(trainer.strategy.broadcast(exists))
 
     def _free_name(
-        self, trainer: Trainer, metrics: dict[str, Any], template: str | None, reusable: str | None
+        self,
+        trainer: Trainer,
+        metrics: dict[str, Any],
+        template: str | None,
+        reusable: str | None,
+        point: SavePoint,
     ) -> str:
+        """The name for a new file: versioned (``-v1``, ...) past names that exist or that another callback
+        planned in this save point."""
         make = lambda ver: self.format_checkpoint_name(metrics, template, ver)  # noqa: E731
         if not self._enable_version_counter:
             return make(None)
-        return policy.versioned_name(
-            make, lambda p: self.file_exists(p, trainer), self.STARTING_VERSION, reusable
-        )
-
-    def _score(self, trainer: Trainer, candidates: dict[str, Any]) -> torch.Tensor | None:
-        if self.monitor is None:
-            return None
-        if self.monitor not in candidates:
-            available = sorted(k for k in candidates if k not in ("epoch", "step"))
-            raise KeyError(
-                f"ModelCheckpoint(monitor={self.monitor!r}) found no metric {self.monitor!r} when a save was due. "
-                f"Logged metrics: {available} (plus 'epoch' and 'step'). Log it with "
-                f"`self.log({self.monitor!r}, value)` in the TrainingModule, or change `monitor`."
-            )
-        value = candidates[self.monitor]
-        score = (
-            value.detach().float().cpu() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
-        )
-        if not math.isfinite(float(score)) and not self._warned_nonfinite:
-            self._warned_nonfinite = True
-            warnings.warn(
-                f"ModelCheckpoint: monitored {self.monitor!r} is {float(score)}; a non-finite value never ranks "
-                f"as best (its checkpoint is kept only while the top-k has room).",
-                UserWarning,
-                stacklevel=2,
-            )
-        if math.isnan(float(score)):
-            # Stored as the worst value of the mode, as users know it: best_model_score is never NaN.
-            score = torch.tensor(math.inf if self.mode == "min" else -math.inf)
-        return score
-
-    def _save_all(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
-        self._last_checkpoint_saved = ""
-        self._wrote = False
-        self._save_topk(trainer, candidates)
-        self._save_last(trainer, candidates)
-        self._last_global_step_saved = trainer.global_step
-        if self._wrote and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(self)
-
-    def _candidates(self) -> list[policy.Candidate]:
-        return [
-            policy.Candidate(path, float(score), self._order.get(path, i))
-            for i, (path, score) in enumerate(self._ranked.items())
-        ]
-
-    def _save_topk(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
-        if self.save_top_k == 0:
-            return
-        score = self._score(trainer, candidates)
-        self.current_score = score
-        if self.monitor is None:
-            # No metric: the newest file ranks best (save_top_k=1 keeps the latest, -1 keeps all).
-            score_tensor, mode = torch.tensor(float(trainer.global_step)), "max"
-        else:
-            score_tensor, mode = score, self.mode  # type: ignore[assignment]
-        current = self._candidates()
-        k = self.save_top_k
-        probe = policy.Candidate("\0new", float(score_tensor), self._next_order)
-        decision = policy.top_k_update(current, probe, k, mode)
-        if not decision.keep_new:
-            if self.verbose:
-                _info(
-                    trainer,
-                    f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in top {k}",
-                )
-            return
-        reusable = decision.evicted[0].path if decision.evicted else None
-        path = self._free_name(trainer, candidates, None, reusable)
-        new = policy.Candidate(path, float(score_tensor), self._next_order)
-        # Ranked best first; an older entry of the same name (no version counter) is the file being replaced.
-        kept = [new if c.path == probe.path else c for c in decision.kept if c.path != path]
-        evicted = [c for c in decision.evicted if c.path != path]
-        new_public = score if score is not None else score_tensor
-        new_best_k = {
-            c.path: new_public if c is new else self._ranked[c.path]
-            for c in sorted(kept, key=lambda c: c.order)
-        }
-        best, worst = kept[0], kept[-1]
-        after = {
-            "_ranked": new_best_k,
-            "best_model_path": best.path,
-            "best_model_score": new_best_k[best.path] if self.monitor else None,
-            "kth_best_model_path": worst.path if self.monitor else "",
-            "kth_value": new_best_k[worst.path] if self.monitor else None,
-            "current_score": score,
-        }
-        # last.ckpt of this save point will be a second name of this file (`_save_last`): record it here
-        # so both names hold the same bytes, and the state that holds once both exist.
-        self._planned_last = self._last_name(trainer, candidates) if self._links_last(trainer) else ""
-        recorded = {**after, "last_model_path": self._planned_last} if self._planned_last else after
-        self._write(trainer, path, recorded)
-        self._order[path] = self._next_order
-        self._next_order += 1
-        self._apply(after)
-        self._last_checkpoint_saved = path
-        if self.verbose:
-            shown = f"{self.monitor!r} reached {float(score):.5f}" if score is not None else "saved"
-            _info(trainer, f"Epoch {trainer.current_epoch}, step {trainer.global_step}: {shown}, {path!r}")
-        for old in evicted:
-            self._remove(trainer, old.path)
-
-    def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
-        if not self.save_last:
-            return
-        path = self._planned_last or self._last_name(trainer, candidates)
-        self._planned_last = ""
-        previous = self.last_model_path
-        if self._last_checkpoint_saved and self._links_last(trainer):
-            self._link(trainer, self._last_checkpoint_saved, path)
-        else:
-            self._write(trainer, path, {"last_model_path": path})
-        self.last_model_path = path
-        if previous and previous != path and previous not in self._ranked:
-            self._remove(trainer, previous)
-
-    def _last_name(self, trainer: Trainer, candidates: dict[str, Any]) -> str:
-        return self._free_name(trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None)
-
-    def _links_last(self, trainer: Trainer) -> bool:
-        """One write per save point: last.ckpt becomes a second name of the top-k file just saved (same
-        state) where the storage makes that cheaper than writing the bytes again."""
-        return bool(self.save_last) and bool(trainer.strategy.supports_link)
-
-    def _write(self, trainer: Trainer, path: str, after: dict[str, Any]) -> None:
-        self._remember(trainer, path)
-        self._pending = after
-        try:
-            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
-            self._wrote = True
-        except BaseException:
-            # Raised before anything was queued (an earlier failure surfacing): nothing to undo here.
-            self._journal.forget(path)
-            raise
-        finally:
-            self._pending = None
-
-    def _link(self, trainer: Trainer, target: str, link_path: str) -> None:
-        """`link_path` becomes a second name of `target` (a hard link or a copy, made only after `target`
-        committed: an async IO queues it behind the write)."""
-        self._remember(trainer, link_path)
-        if self.verbose:
-            trainer._print(f"Linking {link_path!r} to {target!r}")
-        try:
-            trainer.strategy.link_checkpoint(target, link_path)
-        except BaseException:
-            self._journal.forget(link_path)
-            raise
-
-    def _apply(self, after: dict[str, Any]) -> None:
-        for key, value in after.items():
-            setattr(self, key, value)
-
-    def _remove(self, trainer: Trainer, path: str) -> None:
-        if path == self.last_model_path or path in self._ranked:
-            return
-        if trainer.ckpt_path and _same_file(path, trainer.ckpt_path):
-            return  # the checkpoint this run resumed from is the user's to delete, even in this folder
-        if self.verbose:
-            _info(trainer, f"Removing checkpoint {path!r}")
-        trainer.strategy.remove_checkpoint(path)
-
-    # -- bookkeeping of background saves --------------------------------------------------------------------
-
-    def _remember(self, trainer: Trainer, path: str) -> None:
-        before = {key: getattr(self, key) for key in _BOOKKEEPING}
-        before["best_k_models"] = dict(self.best_k_models)
-        self._journal.remember(trainer.strategy.checkpoint_io, path, before)
-
-    def teardown(self, trainer: Trainer, pl_module: TrainingModule, stage: str) -> None:
-        """After a failed background save, the best/last paths and the top-k name only files that exist."""
-        before = self._journal.state_before_failure(trainer.strategy.checkpoint_io)
-        if before is not None:
-            self._apply(before)
-
-    # -- stops: a signal, an exception ----------------------------------------------------------------------
-
-    @property
-    def saves_on_exception(self) -> bool:
-        return bool(self.save_on_exception)
-
-    def save_on_stop(self, trainer: Trainer) -> str | None:
-        """Called on every rank when a signal stops training at a consistent point: save there and return
-        the path to resume from. Without a monitor the file joins the top-k like a periodic save (newest
-        ranks best, the one it replaces is removed); with a monitor a file ranked on a stale score would
-        compete with real ones, so the stop writes ``last.ckpt`` (also when ``save_last`` is off, so that
-        ``ckpt_path="last"`` finds it; it is replaced in place by later stops, never versioned)."""
-        candidates = self._monitor_candidates(trainer)
-        self._last_checkpoint_saved = ""
-        if self.monitor is None and self.save_top_k != 0:
-            self._save_topk(trainer, candidates)
-        written = self._last_checkpoint_saved
-        if self.save_last:
-            self._save_last(trainer, candidates)
-            written = self.last_model_path
-        elif not written:
-            path = self._free_name(
-                trainer, candidates, self.CHECKPOINT_NAME_LAST, self.last_model_path or None
-            )
-            self._write(trainer, path, {"last_model_path": path})
-            self.last_model_path = written = path
-        self._last_global_step_saved = trainer.global_step
-        return written
-
-    def on_exception(self, trainer: Trainer, pl_module: TrainingModule, exception: BaseException) -> None:
-        """With ``save_on_exception=True``: save the last consistent state under the usual file name (and
-        ``last.ckpt`` with ``save_last``), as Lightning names it, then let the exception propagate."""
-        if (
-            not self.save_on_exception
-            or isinstance(exception, Preempted)  # the stop already saved through this callback
-            or not trainer.can_save_on_exception
-            or self._last_global_step_saved == trainer.global_step  # already saved at this step
-        ):
-            return
-        candidates = self._monitor_candidates(trainer)
-        path = self.format_checkpoint_name(candidates)
-        self._write(trainer, path, {})
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = path
-        self._save_last(trainer, candidates)
-        _info(
-            trainer,
-            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {path}",
-        )
+        taken = lambda p: point.taken(p) or self.file_exists(p, trainer)  # noqa: E731
+        return policy.versioned_name(make, taken, self.STARTING_VERSION, reusable)
 
     def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
         """Write ``best_k_models`` as YAML (``best_k_models.yaml`` in ``dirpath`` by default)."""
@@ -643,27 +390,11 @@ class ModelCheckpoint(Checkpoint):
         io.save_text(yaml.safe_dump(best), target)
 
 
-def _list_checkpoints(io: CheckpointIO, dirpath: str) -> list[str]:
-    """The checkpoints directly under `dirpath`, as the CheckpointIO lists them (no hidden temporary names)."""
-    return [entry.path for entry in io.list_checkpoints(dirpath)]
-
-
-def _same_file(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a == b
-    return os.path.abspath(a) == os.path.abspath(b)
-
-
 def _default_dirpath(trainer: Trainer) -> str:
     """``<log_dir>/checkpoints`` when a logger has a folder, else ``<default_root_dir>/checkpoints``."""
     if trainer.logger is not None and trainer.logger.log_dir is not None:
         return join(trainer.log_dir, "checkpoints")  # type: ignore[arg-type]
     return join(trainer.default_root_dir, "checkpoints")
-
-
-def _info(trainer: Trainer, message: str) -> None:
-    if trainer.is_global_zero:
-        print(message)
 
 
 # Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.

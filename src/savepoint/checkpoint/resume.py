@@ -30,14 +30,14 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    # A checkpoint resumed on CUDA is loaded with map_location=<the GPU>: its RNG states arrive as CUDA
+    # tensors, and every setter below takes CPU tensors (numpy arrays, ByteTensors) only.
     if "torch" in state:
-        torch.set_rng_state(
-            state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"]
-        )
+        torch.set_rng_state(_cpu(state["torch"]))
     if "numpy" in state:
         s = state["numpy"]
         keys = (
-            s["keys"].numpy().astype(np.uint32)
+            s["keys"].cpu().numpy().astype(np.uint32)
             if isinstance(s["keys"], torch.Tensor)
             else np.asarray(s["keys"], np.uint32)
         )
@@ -46,9 +46,13 @@ def restore_rng(state: dict[str, Any]) -> None:
         s = state["python"]
         random.setstate((s["version"], tuple(s["internal"]), s["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
+        cuda_states = [_cpu(s) for s in state["cuda"]]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
         else:
             for i, s in enumerate(cuda_states[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(s, i)
+
+
+def _cpu(value: Any) -> Any:
+    return value.cpu() if isinstance(value, torch.Tensor) else value

@@ -339,7 +339,8 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
         raise ValueError(
             "Trainer(accelerator='cuda') but no CUDA device is available; use accelerator='cpu'."
         )
-    devices = _parse_devices(rest.pop("devices", "auto"), accelerator)
+    requested = rest.pop("devices", "auto")
+    devices = _parse_devices(requested, accelerator)
     num_nodes = rest.pop("num_nodes", 1) or 1
     _check_int("num_nodes", num_nodes, 1)
     plugins = rest.pop("plugins", None)
@@ -362,7 +363,9 @@ def select_strategy(rest: dict[str, Any]) -> Strategy:
                 raise ValueError(
                     f"Trainer(strategy={strategy!r}, devices={devices}): one device only; use 'ddp'."
                 )
-            device = torch.device("cuda", 0) if accelerator == "cuda" else torch.device("cpu")
+            # devices=[k] names the GPU (as Lightning); a count of 1 means the first.
+            index = int(requested[0]) if isinstance(requested, list | tuple) and len(requested) == 1 else 0
+            device = torch.device("cuda", index) if accelerator == "cuda" else torch.device("cpu")
             strategy_obj: Strategy = SingleDeviceStrategy(device)
         elif name == "ddp":
             strategy_obj = DDPStrategy(accelerator=accelerator)

@@ -148,7 +148,7 @@ class TrainData:
 
     def set_generator_states(self, states: list[torch.Tensor]) -> None:
         for gen, state in zip(_generators(self.loader), states):
-            gen.set_state(state)
+            gen.set_state(state.cpu())  # resumed on CUDA: the checkpoint's tensors were mapped to the GPU
 
     def iterator(self, skip: int = 0) -> Iterator[Any]:
         """An iterator over this epoch's batches, starting after `skip` batches."""

@@ -68,6 +68,7 @@ class FitLoop:
         self._epoch_rng: dict[str, Any] | None = None
         self._epoch_gen_states: list[torch.Tensor] = []
         self._resume_rng: dict[str, Any] | None = None
+        self._resume_gen_states: list[torch.Tensor] = []
         self._resume_grads: dict[str, torch.Tensor] | None = None
         self._pending_data_state: dict[str, Any] = {}
         self._iterator: Any = None
@@ -124,11 +125,13 @@ class FitLoop:
         return out
 
     def rank_state(self) -> dict[str, Any]:
-        """This rank's RNG states: now, and at the start of the epoch (from which the data order is drawn)."""
+        """This rank's RNG states: now, and at the start of the epoch (from which the data order is drawn);
+        the data loader's own generators likewise (now: what the next epoch's order is drawn from)."""
         return {
             "now": capture_rng(),
             "epoch_start": self._epoch_rng,
             "data_generators": list(self._epoch_gen_states),
+            "data_generators_now": self.data.generator_states() if self.data is not None else [],
         }
 
     def load_state_dict(self, state: dict[str, Any], rank_state: dict[str, Any] | None) -> None:
@@ -144,6 +147,7 @@ class FitLoop:
             self._resume_rng = rank_state.get("now")
             self._epoch_rng = rank_state.get("epoch_start")
             self._epoch_gen_states = list(rank_state.get("data_generators") or [])
+            self._resume_gen_states = list(rank_state.get("data_generators_now") or [])
         elif self.pos.exact and self.pos.phase != "epoch_start":
             self.pos.exact = False
 
@@ -197,8 +201,10 @@ class FitLoop:
             if self._pending_data_state:
                 self.data.load_state_dict(self._pending_data_state)  # type: ignore[union-attr]
             if self.pos.phase == "epoch_start" and self._resume_rng is not None:
-                # Saved between epochs (a manual save after fit, say): the next epoch draws from this state.
+                # Saved between epochs (a manual save after fit, at an epoch's end): the next epoch draws
+                # from this state, its data order from the loader's generators as they were.
                 restore_rng(self._resume_rng)
+                self.data.set_generator_states(self._resume_gen_states)  # type: ignore[union-attr]
         while not self.done():
             if self.pos.phase == "epoch_start":
                 self._start_epoch()
@@ -245,8 +251,9 @@ class FitLoop:
             self.data.set_generator_states(self._epoch_gen_states)
         if self.pos.batches_done < self.data.num_batches:
             self._iterator = self.data.iterator(skip=self.pos.batches_done)
-        else:
+        else:  # saved on the epoch's last batch: no iterator, the generators as the epoch left them
             self._iterator = iter(())
+            self.data.set_generator_states(self._resume_gen_states)
         if self._resume_rng is not None:
             restore_rng(self._resume_rng)
         if self._resume_grads:

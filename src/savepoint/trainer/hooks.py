@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from savepoint.callbacks._save_point import SavePoint, run_hooks
 from savepoint.callbacks.callback import Callback
 from savepoint.module import TrainingModule
 
@@ -18,6 +19,7 @@ class HookDispatch:
     _callbacks: list[Callback]
     _model: TrainingModule | None
     _hook_cache: dict[str, tuple[list[Callback], bool]]
+    _save_point: SavePoint | None = None  # open while a round of callback hooks runs
 
     # -- hook dispatch ---------------------------------------------------------------------------------------
 
@@ -36,10 +38,11 @@ class HookDispatch:
         return None
 
     def _call_callbacks(self, name: str, *args: Any) -> None:
+        """Each callback's hook, in one save point: the files the checkpoint callbacks plan in this round
+        are written once, after the last of them ran (``callbacks/_save_point.py``)."""
         cbs, _ = self._hook_targets(name)
-        module = self._model
-        for cb in cbs:
-            getattr(cb, name)(self, module, *args)
+        if cbs:
+            run_hooks(self, cbs, name, args)  # type: ignore[arg-type]
 
     def _call(self, name: str, *args: Any) -> Any:
         """The module's hook, then each callback's (checkpoint callbacks last)."""

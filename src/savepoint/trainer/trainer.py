@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 import typing
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -460,10 +461,33 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
             raise RuntimeError(
                 "Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first."
             )
+        self._save_checkpoint_files([(os.fspath(filepath), weights_only)], storage_options=storage_options)
+
+    def _save_checkpoint_files(
+        self,
+        files: list[tuple[str, bool]],
+        written: Callable[[int], None] | None = None,
+        storage_options: Any | None = None,
+    ) -> None:
+        """Save one save point's files, given as ``(path, weights_only)`` in order: the checkpoint of each
+        kind is assembled once and saved at its first path; each later path of that kind becomes a second
+        name of that file once it committed (a link or copy through the CheckpointIO), or the same dict is
+        saved again where the IO cannot link. ``written(i)`` runs after file ``i``. Every rank calls this."""
         if self._in_fit:
             self._log_flush()  # the checkpoint records where each log stands: make that durable first
-        checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
-        self._strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options=storage_options)
+        first: dict[bool, tuple[str, dict[str, Any]]] = {}
+        for index, (path, weights_only) in enumerate(files):
+            if weights_only not in first:
+                checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
+                first[weights_only] = (path, dict(checkpoint))  # a plugin may pop keys from what it gets
+                self._strategy.save_checkpoint(checkpoint, path, storage_options=storage_options)
+            elif self._strategy.supports_link:
+                self._strategy.link_checkpoint(first[weights_only][0], path)
+            else:
+                checkpoint = dict(first[weights_only][1])
+                self._strategy.save_checkpoint(checkpoint, path, storage_options=storage_options)
+            if written is not None:
+                written(index)
         if not self._in_fit:
             # Outside fit nothing else will flush an async write: commit it before returning.
             self._strategy.checkpoint_io.teardown()

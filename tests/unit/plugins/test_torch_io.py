@@ -199,3 +199,20 @@ def test_torch_io_interrupt_during_a_write_surfaces_as_the_interrupt(tmp_path, m
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.zeros(4))  # the previous file, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]  # no temporary file left
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine without CUDA is the case")
+def test_torch_io_loads_a_gpu_saved_file_on_a_machine_without_cuda(tmp_path, monkeypatch):
+    """A sync save of a CUDA run records its tensors as on ``cuda:0``; without a GPU they load to the CPU
+    (as Lightning's load_from_checkpoint does) instead of being reported as a torn file."""
+    import torch.serialization
+
+    path = tmp_path / "gpu.ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(_ckpt(3.0), str(path))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(str(path), weights_only=True)
+    loaded = TorchCheckpointIO().load_checkpoint(str(path))
+    assert loaded["state_dict"]["w"].device.type == "cpu"
+    assert torch.equal(loaded["state_dict"]["w"], torch.full((64, 64), 3.0))

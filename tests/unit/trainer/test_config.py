@@ -45,3 +45,15 @@ def test_trainer_defaults_users_know(tmp_path):
     assert trainer.world_size == 1 and trainer.global_rank == 0 and trainer.is_global_zero
     assert Trainer(max_steps=10).max_epochs == -1
     assert Trainer(precision=16).precision == "16-mixed"
+
+
+@pytest.mark.parametrize(("devices", "index"), [(1, 0), ("auto", 0), ([1], 1), ((2,), 2)])
+def test_single_device_cuda_uses_the_gpu_named_by_a_device_list(monkeypatch, devices, index):
+    """``devices=[k]`` trains on GPU k (as Lightning), a count of 1 on the first; no GPU is touched here."""
+    import torch
+
+    from savepoint.trainer.config import select_strategy
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    strategy = select_strategy({"accelerator": "cuda", "devices": devices})
+    assert strategy.root_device == torch.device("cuda", index)

@@ -7,8 +7,10 @@ then runs on one background thread with the base plugin. Saves, links and remova
 so a removal never overtakes the save it depends on and a link (``last.ckpt`` as a second name of the file
 just saved) is made only after that file committed; after a failed save the queued removals and links are
 dropped (an old checkpoint is never removed for a replacement that does not exist, and no name points at a
-file that was not written). When a save is requested while the previous one is still being written,
-training waits, and a warning says so once, with the measured write rate.
+file that was not written). One snapshot serves every file of a save point: a link is the base plugin's
+link where it has one, else the same snapshot written again under the second name, queued without waiting.
+When a save is requested while the previous one is still being written, training waits, and a warning says
+so once, with the measured write rate.
 
 Errors: the first failure is kept and raised, with its path, at the next ``save_checkpoint`` or at
 ``teardown()`` (the end of ``fit``), whichever comes first, once.
@@ -64,13 +66,14 @@ class _HostBuffers:
 
     def snapshot(self, obj: Any) -> Any:
         memo: dict[int, torch.Tensor] = {}
-        saw_cuda = [False]
+        cuda_devices: set[torch.device] = set()
 
         def walk(value: Any, key: tuple[Any, ...]) -> Any:
             if isinstance(value, torch.Tensor):
                 if id(value) in memo:
                     return memo[id(value)]
-                saw_cuda[0] |= value.is_cuda
+                if value.is_cuda:
+                    cuda_devices.add(value.device)
                 out = self.copy(key, value)
                 memo[id(value)] = out
                 return out
@@ -88,9 +91,34 @@ class _HostBuffers:
             return copy.deepcopy(value)
 
         result = walk(obj, ())
-        if saw_cuda[0]:
-            torch.cuda.synchronize()
+        for device in cuda_devices:  # the copies were queued without blocking: wait for each device's
+            torch.cuda.synchronize(device)
         return result
+
+
+class _BufferUsers:
+    """How many queued writes still read the host buffers: a new snapshot waits until none does."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            self._count += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def busy(self) -> bool:
+        with self._cond:
+            return self._count > 0
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count == 0)
 
 
 def _tensor_bytes(obj: Any) -> int:
@@ -121,8 +149,11 @@ class AsyncCheckpointIO(CheckpointIO):
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._error_raised = False
-        self._save_done = threading.Event()
-        self._save_done.set()
+        self._buffer_users = _BufferUsers()
+        self._snapshot: tuple[str, Any, Any] | None = (
+            None  # (path, snapshot, storage_options) of the last save
+        )
+        self._queued: dict[str, int] = {}  # paths a queued save or link will create
         self._lock = threading.Lock()
         self._dcp_group: Any = None
         self._sharded_future: Any = None
@@ -133,8 +164,8 @@ class AsyncCheckpointIO(CheckpointIO):
         self._warned_behind = False
 
     _PROCESS_LOCAL = (
-        "_buffers", "_queue", "_thread", "_error", "_error_raised", "_save_done", "_lock", "_dcp_group",
-        "_sharded_future", "_sharded_path",
+        "_buffers", "_queue", "_thread", "_error", "_error_raised", "_buffer_users", "_lock", "_dcp_group",
+        "_sharded_future", "_sharded_path", "_snapshot", "_queued",
     )  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
@@ -162,7 +193,9 @@ class AsyncCheckpointIO(CheckpointIO):
 
     @property
     def supports_link(self) -> bool:  # type: ignore[override]
-        return self.checkpoint_io.supports_link
+        """Always: a second name of the file just saved is the base plugin's link, or else the same snapshot
+        written again in the background (either is cheaper than a second snapshot)."""
+        return True
 
     @property
     def failed_paths(self) -> tuple[str, ...]:
@@ -195,6 +228,8 @@ class AsyncCheckpointIO(CheckpointIO):
                     if kind == "link" and failed:
                         self._failed.append(path)
                 if kind in ("remove", "link") and failed:
+                    if done is not None:
+                        done()
                     continue  # never remove an old file, nor link to a file, for a save that did not land
                 try:
                     fn()
@@ -215,6 +250,21 @@ class AsyncCheckpointIO(CheckpointIO):
         self, kind: str, fn: Callable[[], None], path: str, done: Callable[[], None] | None = None
     ) -> None:
         self._ensure_thread()
+        if kind != "remove":
+            with self._lock:
+                self._queued[path] = self._queued.get(path, 0) + 1
+
+            def finished(inner: Callable[[], None] | None = done) -> None:
+                with self._lock:
+                    left = self._queued.get(path, 1) - 1
+                    if left:
+                        self._queued[path] = left
+                    else:
+                        self._queued.pop(path, None)
+                if inner is not None:
+                    inner()
+
+            done = finished
         self._queue.put((kind, fn, path, done))
 
     def _raise_pending(self) -> None:
@@ -234,14 +284,18 @@ class AsyncCheckpointIO(CheckpointIO):
         self, checkpoint: dict[str, Any], path: str, storage_options: Any | None = None
     ) -> None:
         self._raise_pending()
-        behind = not self._save_done.is_set()
+        behind = self._buffer_users.busy()
         waited = time.perf_counter()
-        self._save_done.wait()  # at most one save in flight; its buffers are ours again after this
+        self._buffer_users.wait_idle()  # at most one save in flight; its buffers are ours again after this
         if behind:
             self._warn_behind(time.perf_counter() - waited)
         self._raise_pending()
         snapshot = self._buffers.snapshot(checkpoint)
-        self._save_done.clear()
+        self._snapshot = (str(path), snapshot, storage_options)
+        self._write_snapshot("save", snapshot, str(path), storage_options)
+
+    def _write_snapshot(self, kind: str, snapshot: Any, path: str, storage_options: Any) -> None:
+        """Queue a write of `snapshot` (whose buffers stay in use until it is done)."""
         base = self.checkpoint_io
         nbytes = _tensor_bytes(snapshot)
 
@@ -250,7 +304,8 @@ class AsyncCheckpointIO(CheckpointIO):
             base.save_checkpoint(snapshot, path, storage_options=storage_options)
             self._last_bytes, self._last_write_s = nbytes, time.perf_counter() - started
 
-        self._submit("save", write, str(path), self._save_done.set)
+        self._buffer_users.acquire()
+        self._submit(kind, write, path, self._buffer_users.release)
 
     def _warn_behind(self, waited_s: float) -> None:
         """Once: saves come faster than the disk writes them, so training waited for the previous one."""
@@ -268,11 +323,24 @@ class AsyncCheckpointIO(CheckpointIO):
         )
 
     def link_checkpoint(self, src: str, dst: str) -> None:
-        """Queued after every save already submitted, so `dst` never names a file whose write has not
-        committed; skipped (and `dst` listed in `failed_paths`) if an earlier queued save failed."""
+        """`dst` becomes a second name of `src`: the base plugin's link, or where it has none, the snapshot
+        of `src` (the save just made) written again, without a second snapshot. Queued after every save
+        already submitted, so `dst` never names a file whose write has not committed; skipped (and `dst`
+        listed in `failed_paths`) if an earlier queued save failed."""
         self._wait_sharded()
         base = self.checkpoint_io
-        self._submit("link", lambda: base.link_checkpoint(src, dst), str(dst))
+        if base.supports_link:
+            self._submit("link", lambda: base.link_checkpoint(src, dst), str(dst))
+            return
+        if self._snapshot is not None and self._snapshot[0] == str(src):
+            _, snapshot, storage_options = self._snapshot
+            self._write_snapshot("link", snapshot, str(dst), storage_options)
+            return
+
+        def copy() -> None:  # not the save just made (not a path the library takes): read it back
+            base.save_checkpoint(base.load_checkpoint(src, map_location="cpu"), dst)
+
+        self._submit("link", copy, str(dst))
 
     def remove_checkpoint(self, path: str) -> None:
         self._wait_sharded()  # a sharded save must land before anything it replaces leaves
@@ -335,6 +403,10 @@ class AsyncCheckpointIO(CheckpointIO):
     # -- path questions: the base plugin answers (listings wait for the queue, so they see every save) ----------
 
     def exists(self, path: str) -> bool:
+        """Taken once a queued save or link will create it, or if the base plugin finds it."""
+        with self._lock:
+            if str(path) in self._queued:
+                return True
         return self.checkpoint_io.exists(path)
 
     def list_checkpoints(self, dirpath: str) -> list[CheckpointEntry]:
@@ -374,5 +446,7 @@ class AsyncCheckpointIO(CheckpointIO):
         self._thread = None
         with self._lock:
             self._failed = []
+        self._snapshot = None
+        self._buffers = _HostBuffers()  # a checkpoint's worth of (pinned) host memory, not held between fits
         self.checkpoint_io.teardown()
         self._raise_pending()

@@ -86,6 +86,10 @@ def load_file(
     """
     verify = integrity.resolve_verify(verify_integrity)
     limit = integrity.resolve_max_pickle_bytes(max_pickle_bytes)
+    if map_location is None and not torch.cuda.is_available():
+        # A file saved from CUDA tensors (a sync save of a GPU run) records them as on the GPU: torch.load
+        # would fail here, and the file is not torn. Load them where this machine can (as Lightning does).
+        map_location = "cpu"
     fs, inner = get_fs(path, storage_options)
     if not fs.exists(inner):
         raise CheckpointNotFoundError(
@@ -345,6 +349,7 @@ class TorchCheckpointIO(CheckpointIO):
             ) from err
 
     def _link_local(self, src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)  # another callback's folder, before its first file
         tmp = temp_name_for(dst)
         with self._lock:
             self._active.add(tmp)
