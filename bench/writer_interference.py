@@ -1,43 +1,43 @@
 """How much a background checkpoint write slows the training step, for each way of writing it.
 
     python bench/writer_interference.py [--width 1536] [--layers 6] [--batch 128] [--ckpt-mb 200]
-                                        [--steps 30] [--repeat 5] [--target new|last] [--chunk-mb 8]
-                                        [--variants none,nice0,...] [--dir DIR]
+                                        [--steps 20] [--repeat 5] [--target new|last] [--chunk-mb 8]
+                                        [--variants plain@0,paced@10,...] [--dir DIR]
 
 The training step is a ``layers``-deep MLP of ``width x width`` linear layers trained with Adam on the
-CPU (the defaults: about 90 ms a step on 2 cores). While the main thread runs `steps` steps, a background
-thread does what `AsyncCheckpointIO`'s writer does: it sets its own nice value and saves a ~`ckpt-mb` MB
-checkpoint (model + Adam-like state in 4 MB tensors, already copied to host: the copy on the training
-thread is not measured here) with `TorchCheckpointIO`, back to back until the steps are done, so every
-step runs beside a write. ``--target new`` saves each checkpoint to a new file and removes the one two
-saves back (top-k); ``--target last`` saves over one name (``last.ckpt``: its spare rewritten in place).
+CPU (the defaults: about 95 ms a step on 2 cores). While the main thread runs `steps` steps (more if no
+write finished by then), a background thread does what `AsyncCheckpointIO`'s writer does: it sets its
+own nice value and saves a ~`ckpt-mb` MB checkpoint (weights + Adam's moments in 4 MB tensors, already
+copied to host: that copy, on the training thread, is not measured here) with `TorchCheckpointIO`, back
+to back, so every step runs beside a write. ``--target new`` saves each checkpoint to a new file and
+removes the one two saves back (top-k); ``--target last`` saves over one name (``last.ckpt``: its spare
+rewritten in place).
 
-Variants (``--variants`` picks some; all by default):
+A variant is ``<how>[:<MB>][@<priority>]``; priority: a nice value 0-19 (per-thread setpriority) or
+``idle`` (SCHED_IDLE), the library's ``AsyncCheckpointIO.writer_niceness`` without ``@``. How:
 
-- ``none``: no write (the baseline);
-- ``nice0`` / ``nice10`` / ``nice19``: the library's writer at that nice value (per-thread setpriority);
-  the one matching ``AsyncCheckpointIO.writer_niceness`` is the default;
-- ``idle``: the writer thread under ``SCHED_IDLE`` (below any nice value);
-- ``inline-crc``: torch's own record CRC, computed while torch holds the global lock, instead of the
-  library's zlib pass afterwards (which releases it), at the default nice value;
-- ``chunked``: torch's writes cut into `chunk-mb` pieces, each handed to the disk at once with
-  ``sync_file_range(WRITE)`` and the previous piece waited for, so dirty pages never pile up (the writer
-  goes at the disk's pace), at the default nice value;
-- ``odirect``: the archive written with ``O_DIRECT`` through a page-aligned `chunk-mb` buffer (the page
-  cache bypassed; the CRC pass then reads the file back from the disk), at the default nice value.
+- ``plain``: ``TorchCheckpointIO(writeback_chunk=0)``: torch's writes as they come, all written back at
+  the fsync;
+- ``paced``: ``TorchCheckpointIO(writeback_chunk=<MB>)`` (--chunk-mb): every piece's writeback started
+  with ``sync_file_range`` once written and the piece before waited for (the library's default, 8 MB);
+- ``inline-crc``: the default, but torch computes the record CRCs while it writes, holding the global
+  lock, instead of the library's zlib pass afterwards (which releases it);
+- ``odirect``: plain, but the archive written with ``O_DIRECT`` through a page-aligned <MB> buffer (the
+  page cache bypassed; the CRC pass then reads the file back from the disk).
 
-The variants run interleaved, in a rotated order each round, `repeat` rounds. Printed per variant: the
-mean and 90th-percentile step time (medians over the rounds) and their ratio to ``none``, the duration
-of one write and its rate while training runs, and the writer thread's CPU time per write; then the
-disk's write rate (a new file + fsync) and the load average before and after.
+Each round runs every variant, in a rotated order, each right after `steps` steps without a write (its
+baseline); `repeat` rounds. Printed per variant: the mean and 90th-percentile step time and their ratio to
+the baseline run just before (medians over the rounds), the duration of one write beside training and its
+rate, the training time one write costs (the write's duration x (1 - 1/ratio)), and the writer thread's
+CPU time per write; then the disk's write rate (a new file + fsync) and the load average before and after.
+No figure is checked against a budget: read them against each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
+import inspect
 import mmap
 import os
 import shutil
@@ -60,46 +60,6 @@ from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from savepoint.plugins.io import torch_io as torch_io_module
 
 _TORCH_SAVE = torch.save
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
-
-
-def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
-    fn = _LIBC.sync_file_range
-    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    if fn(fd, offset, nbytes, flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-class ChunkedWriter:
-    """Passes torch's writes on in `chunk`-byte pieces; after each piece starts its writeback and waits for
-    the previous piece's, so at most two pieces are dirty at any time."""
-
-    def __init__(self, f, chunk: int) -> None:
-        self.f, self.chunk = f, chunk
-        self.fd = f.fileno()
-        self.pos = self.started = f.tell()
-        self.previous: tuple[int, int] | None = None
-
-    def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        for i in range(0, len(view), self.chunk):
-            self.pos += self.f.write(view[i : i + self.chunk])
-            if self.pos - self.started >= self.chunk:
-                self._hand_over()
-        return len(view)
-
-    def _hand_over(self) -> None:
-        self.f.flush()
-        piece = (self.started, self.pos - self.started)
-        sync_file_range(self.fd, *piece, _SFR_WRITE)
-        if self.previous is not None:
-            sync_file_range(self.fd, *self.previous, _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER)
-        self.previous, self.started = piece, self.pos
-
-    def flush(self) -> None:
-        self.f.flush()
 
 
 class DirectWriter:
@@ -159,22 +119,23 @@ def inline_crc() -> Iterator[None]:
 
 
 class Variant:
-    """``<how>[@<priority>]``: how the file is written, at a nice value (0-19) or ``idle`` (SCHED_IDLE);
-    without ``@``, at the library's default nice value."""
+    """``<how>[:<MB>][@<priority>]``: how the file is written (``:<MB>``: a piece size other than
+    --chunk-mb), at a nice value (0-19) or ``idle`` (SCHED_IDLE); without ``@``, at the library's default."""
 
     def __init__(self, spec: str, chunk: int) -> None:
         how, _, priority = spec.partition("@")
-        how, _, mb = how.partition(":")  # chunked:<MB>, odirect:<MB>: a chunk size other than --chunk-mb
+        how, _, mb = how.partition(":")
         chunk = int(mb) << 20 if mb else chunk
-        patches = {
-            "plain": None,
-            "inline-crc": inline_crc,
-            "chunked": lambda: wrapped_save(lambda f: ChunkedWriter(f, chunk)),
-            "odirect": lambda: wrapped_save(lambda f: DirectWriter(f, chunk)),
+        default_chunk = inspect.signature(TorchCheckpointIO).parameters["writeback_chunk"].default
+        ways = {  # TorchCheckpointIO's writeback_chunk, and a patch around the save
+            "plain": (0, None),
+            "paced": (chunk, None),
+            "inline-crc": (default_chunk, inline_crc),
+            "odirect": (0, lambda: wrapped_save(lambda f: DirectWriter(f, chunk))),
         }
-        if how not in patches:
-            raise ValueError(f"unknown way of writing {how!r}; choose from {list(patches)}")
-        self.patch = patches[how]
+        if how not in ways:
+            raise ValueError(f"unknown way of writing {how!r}; choose from {list(ways)}")
+        self.writeback_chunk, self.patch = ways[how]
         if not priority:
             self.nice = AsyncCheckpointIO.writer_niceness
         elif priority == "idle":
@@ -183,13 +144,14 @@ class Variant:
             self.nice = int(priority)
         else:
             raise ValueError(f"unknown priority {priority!r}: a nice value 0-19, or idle")
-        self.is_default = how == "plain" and self.nice == AsyncCheckpointIO.writer_niceness
-        self.label = f"{how}{f' {chunk >> 20} MB' if mb else ''} @ " + (
-            "SCHED_IDLE" if self.nice == -1 else f"nice {self.nice}"
+        self.is_default = (
+            how == "paced" and chunk == default_chunk and self.nice == AsyncCheckpointIO.writer_niceness
         )
+        size = f" {chunk >> 20} MB" if how in ("paced", "odirect") else ""
+        self.label = f"{how}{size} @ " + ("SCHED_IDLE" if self.nice == -1 else f"nice {self.nice}")
 
 
-DEFAULT_VARIANTS = "plain@0,plain@10,plain@19,plain@idle,inline-crc@10,chunked@10,odirect@10"
+DEFAULT_VARIANTS = "plain@0,plain@10,plain@19,paced@0,paced@10,inline-crc@10,odirect@10"
 
 
 def checkpoint(nbytes: int) -> dict:
@@ -226,7 +188,7 @@ class Writer(threading.Thread):
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         else:
             os.setpriority(os.PRIO_PROCESS, tid, self.variant.nice)
-        io = TorchCheckpointIO()
+        io = TorchCheckpointIO(writeback_chunk=self.variant.writeback_chunk)
         names: list[str] = []
         try:
             with self.variant.patch() if self.variant.patch else contextlib.nullcontext():
