@@ -63,6 +63,22 @@ class PeakRSS:
         return self.peak - self.start
 
 
+def disk_write_rate(folder: str, nbytes: int = 256 << 20) -> float:
+    """Bytes per second of a new file written and fsynced in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "rate.bin")
+    chunk = os.urandom(16 << 20)
+    t0 = time.perf_counter()
+    with open(path, "wb") as f:
+        for _ in range(nbytes // len(chunk)):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - t0
+    os.unlink(path)
+    return nbytes / elapsed
+
+
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
     from rich.console import Console
     from rich.table import Table

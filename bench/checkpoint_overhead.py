@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table
+from _common import disk_write_rate, table
 
 import savepoint as sp
 from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
@@ -134,22 +134,6 @@ def run(mode: str, a: argparse.Namespace, data: TensorDataset, folder: str) -> d
         "plain": statistics.mean(timer.plain),
         "bytes": counting.bytes / points if points else 0.0,
     }
-
-
-def disk_write_rate(folder: str, nbytes: int = 256 << 20) -> float:
-    """Bytes per second of a new file written and fsynced in `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "rate.bin")
-    chunk = os.urandom(16 << 20)
-    t0 = time.perf_counter()
-    with open(path, "wb") as f:
-        for _ in range(nbytes // len(chunk)):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    elapsed = time.perf_counter() - t0
-    os.unlink(path)
-    return nbytes / elapsed
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from savepoint.checkpoint.lightning_format import foreign_containers_allowed
 from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io import _spare as spare
 from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
+from savepoint.plugins.io._writeback import PacedWriter
 from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.export import is_export_dir, read_export
@@ -195,13 +196,22 @@ class TorchCheckpointIO(CheckpointIO):
         verify_integrity: bool | None = None,
         max_pickle_bytes: int | None = None,
         use_spares: bool = True,
+        writeback_chunk: int = 8 << 20,
     ) -> None:
         """`verify_integrity`: check every record's CRC32 on load (None: on, unless the environment variable
         ``SAVEPOINT_VERIFY_INTEGRITY=0``); False skips only the CRCs, never the structural checks.
         `max_pickle_bytes`: the most a checkpoint's pickle record may inflate to (None: 64 MiB, or
         ``SAVEPOINT_MAX_PICKLE_BYTES``). `use_spares`: save over an existing name by rewriting its spare in
-        place and swapping it in (see the class docstring)."""
+        place and swapping it in (see the class docstring). `writeback_chunk`: a save off the main thread
+        (an async writer) hands its file to the disk every that many bytes and waits for the piece before,
+        instead of all at the fsync, which disturbs the training beside it less (Linux; see ``_writeback``);
+        0 writes plainly. The fsync before the rename is the same either way."""
+        if isinstance(writeback_chunk, bool) or not isinstance(writeback_chunk, int) or writeback_chunk < 0:
+            raise ValueError(
+                f"writeback_chunk must be a number of bytes >= 0 (0: off), got {writeback_chunk!r}"
+            )
         self.use_spares = use_spares
+        self.writeback_chunk = writeback_chunk
         self._spare_folders: set[Path] = set()
         self._created = time.time()  # uncommitted sharded folders older than this are certainly abandoned
         if verify_integrity is not None:
@@ -255,12 +265,14 @@ class TorchCheckpointIO(CheckpointIO):
             # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
             # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
             # Off the main thread (an async writer), torch's in-line CRC pass would hold the GIL and stall
-            # training: write without it and fill the CRCs with zlib, which releases the GIL. On the
-            # caller's thread training waits for the save anyway, and the in-line pass is cheaper.
+            # training: write without it and fill the CRCs with zlib, which releases the GIL; and hand the
+            # file to the disk piece by piece (`writeback_chunk`). On the caller's thread training waits
+            # for the save anyway, and the in-line pass and one writeback at the fsync are quicker.
             background = threading.current_thread() is not threading.main_thread()
             with in_place if in_place is not None else open(tmp, "xb") as f:
                 with crc_disabled() if background else contextlib.nullcontext():
-                    torch.save(checkpoint, f)
+                    paced = background and self.writeback_chunk > 0
+                    torch.save(checkpoint, PacedWriter(f, self.writeback_chunk) if paced else f)
                 f.truncate()  # a rewritten spare may have been longer
                 f.flush()
                 if background:

@@ -1,0 +1,144 @@
+"""Paced writeback of background saves (`_writeback.PacedWriter`, `TorchCheckpointIO(writeback_chunk=)`)."""
+
+import ctypes
+import errno
+import io
+import itertools
+import os
+import sys
+import threading
+
+import pytest
+import torch
+
+from savepoint.checkpoint.errors import CheckpointWriteError
+from savepoint.checkpoint.verify import verify_checkpoint
+from savepoint.plugins.io import TorchCheckpointIO, _writeback
+from savepoint.plugins.io._fs import TMP_MARKER
+
+_WRITE, _WAIT = 2, 1 | 2 | 4
+
+
+def _ckpt(value: float, n: int = 256):
+    return {"state_dict": {f"w{i}": torch.full((n, n), value + i) for i in range(4)}, "epoch": 0}
+
+
+def _in_thread(fn) -> BaseException | None:
+    """Run `fn` off the main thread, as the async writer does; the exception it raised, if any."""
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as err:
+            caught.append(err)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return caught[0] if caught else None
+
+
+class _Recorder:
+    """Stands in for sync_file_range: records the calls, optionally fails the n-th with `errno_`."""
+
+    def __init__(self, fail_at: int | None = None, errno_: int = errno.EIO) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        self.fail_at, self.errno_ = fail_at, errno_
+
+    def __call__(self, fd: int, offset: int, nbytes: int, flags: int) -> int:
+        self.calls.append((offset, nbytes, flags))
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            ctypes.set_errno(self.errno_)
+            return -1
+        return 0
+
+
+def test_a_background_save_hands_every_piece_over_and_waits_for_the_previous(tmp_path, monkeypatch):
+    calls = _Recorder()
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
+    io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
+    path = tmp_path / "a.ckpt"
+    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert verify_checkpoint(path).ok
+    started = [(o, n) for o, n, f in calls.calls if f == _WRITE]
+    waited = [(o, n) for o, n, f in calls.calls if f == _WAIT]
+    assert len(started) >= 4 and all(n >= 64 << 10 for _, n in started)
+    assert started[0][0] == 0 and all(
+        a[0] + a[1] == b[0] for a, b in itertools.pairwise(started)
+    )  # contiguous
+    assert waited == started[:-1]  # each piece is waited for once the next one is handed over
+    assert started[-1][0] + started[-1][1] <= path.stat().st_size
+
+
+def test_a_save_over_an_existing_name_is_paced_too(tmp_path, monkeypatch):
+    calls = _Recorder()
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
+    io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
+    path = tmp_path / "last.ckpt"
+    for value in (1.0, 2.0, 3.0):  # a new file, then the spare, then the spare rewritten in place
+        assert _in_thread(lambda v=value: io_.save_checkpoint(_ckpt(v), str(path))) is None
+        assert verify_checkpoint(path).ok
+        assert torch.load(path, weights_only=True)["state_dict"]["w0"][0, 0] == value
+    assert sum(f == _WRITE for _, _, f in calls.calls) >= 12
+
+
+def test_main_thread_saves_and_writeback_chunk_0_are_not_paced(tmp_path, monkeypatch):
+    calls = _Recorder()
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
+    TorchCheckpointIO(writeback_chunk=64 << 10).save_checkpoint(_ckpt(1.0), str(tmp_path / "a.ckpt"))
+    off = TorchCheckpointIO(writeback_chunk=0)
+    assert _in_thread(lambda: off.save_checkpoint(_ckpt(1.0), str(tmp_path / "b.ckpt"))) is None
+    assert calls.calls == []
+    assert verify_checkpoint(tmp_path / "a.ckpt").ok and verify_checkpoint(tmp_path / "b.ckpt").ok
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EINVAL, errno.ESPIPE])
+def test_a_file_that_refuses_sync_file_range_is_written_plainly(tmp_path, monkeypatch, code):
+    calls = _Recorder(fail_at=1, errno_=code)
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
+    io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
+    path = tmp_path / "a.ckpt"
+    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert len(calls.calls) == 1 and verify_checkpoint(path).ok
+
+
+def test_a_writeback_error_fails_the_save_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    # The kernel reports a writeback error once per descriptor: swallowed here, the fsync could succeed.
+    path = tmp_path / "a.ckpt"
+    TorchCheckpointIO().save_checkpoint(_ckpt(1.0), str(path))
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", _Recorder(fail_at=2, errno_=errno.EIO))
+    io_ = TorchCheckpointIO(writeback_chunk=64 << 10, use_spares=False)
+    err = _in_thread(lambda: io_.save_checkpoint(_ckpt(2.0), str(path)))
+    assert isinstance(err, CheckpointWriteError) and "Input/output error" in str(err)
+    assert torch.load(path, weights_only=True)["state_dict"]["w0"][0, 0] == 1.0
+    assert not [p for p in os.listdir(tmp_path) if TMP_MARKER in p]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_the_real_sync_file_range_is_found_and_used(tmp_path):
+    assert _writeback._SYNC_FILE_RANGE is not None
+    io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
+    path = tmp_path / "a.ckpt"
+    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert verify_checkpoint(path).ok
+
+
+def test_short_writes_are_continued(tmp_path, monkeypatch):
+    monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", _Recorder())
+
+    class Short(io.FileIO):
+        def write(self, b):  # a raw file may write less than asked
+            return super().write(memoryview(b)[:1000])
+
+    with Short(tmp_path / "raw", "w") as f:
+        w = _writeback.PacedWriter(f, 4096)
+        data = os.urandom(50_000)
+        assert w.write(data) == len(data) and w.tell() == len(data)
+    assert (tmp_path / "raw").read_bytes() == data
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "8M"])
+def test_writeback_chunk_is_a_number_of_bytes(bad):
+    with pytest.raises(ValueError, match="writeback_chunk"):
+        TorchCheckpointIO(writeback_chunk=bad)
