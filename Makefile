@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/resume.py
 	$(PY) bench/distributed_save.py
 	$(PY) bench/preemption.py
+	$(PY) bench/writer_interference.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

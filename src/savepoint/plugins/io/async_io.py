@@ -337,7 +337,7 @@ class AsyncCheckpointIO(CheckpointIO):
             self._write_snapshot("link", snapshot, str(dst), storage_options)
             return
 
-        def copy() -> None:  # not the save just made (not a path the library takes): read it back
+        def copy() -> None:  # not the save just made (a full file after a weights-only one): read it back
             base.save_checkpoint(base.load_checkpoint(src, map_location="cpu"), dst)
 
         self._submit("link", copy, str(dst))

@@ -21,10 +21,12 @@ the plugin directly):
    wait at a barrier until it returns.
 7. ``remove_checkpoint(path)``: when a file leaves the top-k, always after the save that replaces it has
    returned. Global rank 0 only.
-8. ``link_checkpoint(src, dst)``: when `dst` (``last.ckpt``) holds exactly the state already committed at
-   `src` (the top-k file of the same save point); always after the save of `src` returned (with
-   `AsyncCheckpointIO`, queued after it). Global rank 0 only. Only called when ``supports_link`` is true;
-   otherwise the state is saved a second time.
+8. ``link_checkpoint(src, dst)``: when `dst` holds exactly the state already committed at `src`: another
+   file of the same save point (``last.ckpt``, or the file of another ModelCheckpoint saving at the same
+   moment, possibly in another folder of the same storage, which may not exist yet); always after the
+   save of `src` returned (with `AsyncCheckpointIO`, queued after it). Global rank 0 only. Only called
+   when ``supports_link`` is true and both paths are on the same storage; otherwise the same checkpoint
+   dict is saved again at `dst`.
 9. ``save_text(text, path)`` / ``load_text(path)``: small text files beside checkpoints
    (``best_k_models.yaml``, an ``hparams.yaml`` given to ``load_from_checkpoint(hparams_file=)``).
 10. ``teardown()``: once at the end of ``fit``/``validate``, on every rank, also after an error. Pending
