@@ -57,7 +57,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import flush_page_cache, table
+from _common import disk_write_rate, flush_page_cache, table
 
 import savepoint as sp
 from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
@@ -129,21 +129,6 @@ def torch_save_fsync(obj: Any, path: str) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def disk_write_rate(folder: str, nbytes_: int = 256 << 20) -> float:
-    """Bytes per second of a new file written and fsynced in `folder`."""
-    path = os.path.join(folder, "rate.bin")
-    chunk = os.urandom(16 << 20)
-    t0 = time.perf_counter()
-    with open(path, "wb") as f:
-        for _ in range(nbytes_ // len(chunk)):
-            f.write(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    elapsed = time.perf_counter() - t0
-    os.unlink(path)
-    return nbytes_ / elapsed
 
 
 # -- the state of parts 1 and 3: a stack of linear layers and its Adam state, on the device ---------------------
