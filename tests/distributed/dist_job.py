@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 
@@ -189,6 +190,10 @@ def main() -> None:
     print("RESULT", json.dumps(result), flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()
+    # Free the trainer's objects (process groups among them) now, while the interpreter is whole: a gloo
+    # worker thread that drops a Python object during interpreter shutdown aborts the process.
+    del trainer, model, cb, callbacks
+    gc.collect()
 
 
 if __name__ == "__main__":

@@ -388,6 +388,20 @@ class AsyncCheckpointIO(CheckpointIO):
                     )
                     self._error_raised = False
 
+    def _release_dcp_group(self) -> None:
+        """Destroy the gloo group this plugin made for DCP (every rank tears down at the end of a fit), so its
+        worker threads end now rather than in the interpreter's shutdown, where a C++ thread that touches a
+        Python object aborts the process. A group already destroyed with the world is only forgotten."""
+        group, self._dcp_group = self._dcp_group, None
+        if group is None:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            # ValueError "Invalid process group": it went with destroy_process_group() already
+            with contextlib.suppress(ValueError):
+                dist.destroy_process_group(group)
+
     def load_sharded(self, state: dict[str, Any], path: str, process_group: Any | None = None) -> None:
         self.wait()
         self.checkpoint_io.load_sharded(state, path, process_group)
@@ -448,5 +462,6 @@ class AsyncCheckpointIO(CheckpointIO):
             self._failed = []
         self._snapshot = None
         self._buffers = _HostBuffers()  # a checkpoint's worth of (pinned) host memory, not held between fits
+        self._release_dcp_group()
         self.checkpoint_io.teardown()
         self._raise_pending()
