@@ -110,10 +110,11 @@ def wrapped_save(wrapper: Callable) -> Iterator[None]:
 
 @contextlib.contextmanager
 def inline_crc() -> Iterator[None]:
-    """torch computes the CRCs while it writes (holding the global lock); no zlib pass afterwards."""
+    """torch computes the CRCs while it writes (holding the global lock); none filled in afterwards (the
+    writer still runs its CRC of each piece as it goes by, ~15 ms per 200 MB with isal)."""
     with (
         mock.patch.object(torch_io_module, "crc_disabled", contextlib.nullcontext),
-        mock.patch.object(torch_io_module, "fill_crc32", lambda path: None),
+        mock.patch.object(torch_io_module, "fill_crc32", lambda path, known=None: None),
     ):
         yield
 

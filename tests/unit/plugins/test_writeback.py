@@ -142,3 +142,73 @@ def test_short_writes_are_continued(tmp_path, monkeypatch):
 def test_writeback_chunk_is_a_number_of_bytes(bad):
     with pytest.raises(ValueError, match="writeback_chunk"):
         TorchCheckpointIO(writeback_chunk=bad)
+
+
+def test_short_writes_keep_the_crc_of_what_went_out(tmp_path):
+    import zlib
+
+    class Short(io.FileIO):
+        def write(self, b):
+            return super().write(memoryview(b)[:777])
+
+    data = os.urandom(50_000)
+    with Short(tmp_path / "raw", "w") as f:
+        w = _writeback.PacedWriter(f, 0)
+        w.write(b"head")
+        w.write(data)
+    assert w.crcs == {0: (4, zlib.crc32(b"head")), 4: (len(data), zlib.crc32(data))}
+
+
+def test_a_background_save_takes_its_crcs_as_it_writes_and_never_reads_the_data_back(tmp_path, monkeypatch):
+    import zipfile
+
+    from savepoint.plugins.io import _zipcrc
+
+    reads: list[int] = []
+    real = _zipcrc._crc_of
+    monkeypatch.setattr(
+        _zipcrc, "_crc_of", lambda f, start, length, buf: reads.append(length) or real(f, start, length, buf)
+    )
+    path, reference = tmp_path / "a.ckpt", tmp_path / "ref.ckpt"
+    ckpt = _ckpt(1.0)
+    assert _in_thread(lambda: TorchCheckpointIO().save_checkpoint(ckpt, str(path))) is None
+    torch.save(ckpt, reference)  # torch's own in-line CRCs
+    assert reads == []  # every record's CRC came from its write
+    ours = {i.filename.split("/", 1)[1]: i.CRC for i in zipfile.ZipFile(path).infolist()}
+    theirs = {i.filename.split("/", 1)[1]: i.CRC for i in zipfile.ZipFile(reference).infolist()}
+    assert ours["data/0"] == theirs["data/0"] and ours["data/3"] == theirs["data/3"]
+    assert all(v != 0 for v in ours.values()) and verify_checkpoint(path).ok
+    assert zipfile.ZipFile(path).testzip() is None
+
+
+def test_fill_crc32_reads_back_records_whose_bytes_it_did_not_see(tmp_path):
+    import zipfile
+
+    from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
+
+    path = tmp_path / "a.ckpt"
+    with crc_disabled():
+        torch.save(_ckpt(1.0), path)
+    assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}  # torch skipped them
+    fill_crc32(path, {})
+    assert zipfile.ZipFile(path).testzip() is None and verify_checkpoint(path).ok
+
+
+def test_torchs_crc_switch_is_back_on_before_the_first_byte_of_a_background_save(tmp_path, monkeypatch):
+    # The switch is process-wide: another thread's torch.save during a long background write keeps its CRCs.
+    from torch.utils.serialization import config
+
+    seen: list[bool] = []
+    real = _writeback.PacedWriter.write
+
+    def write(self, data):
+        seen.append(config.save.compute_crc32)
+        return real(self, data)
+
+    monkeypatch.setattr(_writeback.PacedWriter, "write", write)
+    io_ = TorchCheckpointIO(writeback_chunk=0)
+    path = tmp_path / "a.ckpt"
+    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert seen and seen[0] is False  # the first write switches it back...
+    assert all(seen[1:]) and config.save.compute_crc32 is True  # ...for the rest of the write and after
+    assert verify_checkpoint(path).ok

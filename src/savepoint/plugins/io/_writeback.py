@@ -21,9 +21,13 @@ import ctypes
 import errno
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from savepoint.checkpoint.archive import crc32
+
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
+_PIECE = 1 << 20  # writes go out in pieces this size, each CRC'd right after, while still in the CPU's cache
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
@@ -43,28 +47,39 @@ _SYNC_FILE_RANGE = _load()
 
 
 class PacedWriter:
-    """A file object for ``torch.save`` that passes every write on to `f` and, every `chunk` bytes, starts
-    the writeback of what it wrote and waits for that of the piece before (see the module docstring)."""
+    """A file object for ``torch.save`` that passes every write on to `f` and, every `chunk` bytes (0: never),
+    starts the writeback of what it wrote and waits for that of the piece before (see the module docstring).
 
-    def __init__(self, f: BinaryIO, chunk: int) -> None:
+    It also takes the CRC32 of each write as it goes by (`crcs`: file offset -> (length, CRC32)), where the
+    bytes are already in the cache: torch writes each record's data in one call, so `fill_crc32` finds the
+    CRC of every record there instead of reading the file back."""
+
+    def __init__(self, f: BinaryIO, chunk: int, first_write: Callable[[], None] | None = None) -> None:
         self._f = f
+        self._first_write = first_write  # called once, before the first byte goes out
         self._fd = f.fileno()
         self._chunk = chunk
         self._pos = self._start = f.tell()
         self._previous: tuple[int, int] | None = None
         self._on = _SYNC_FILE_RANGE is not None and chunk > 0
+        self.crcs: dict[int, tuple[int, int]] = {}
 
     def write(self, data: Any) -> int:
+        if self._first_write is not None:
+            self._first_write, first = None, self._first_write
+            first()
         view = memoryview(data).cast("B")
-        total = len(view)
+        total, at, crc = len(view), self._pos, 0
         while view:
-            n = self._f.write(view[: self._chunk] if self._on else view)
+            n = self._f.write(view[:_PIECE])
             if not n:
                 raise OSError(errno.EIO, "write returned 0")
+            crc = crc32(view[:n], crc)  # of what went out, still in the CPU's cache; releases the GIL
             view = view[n:]
             self._pos += n
             if self._on and self._pos - self._start >= self._chunk:
                 self._hand_over()
+        self.crcs[at] = (total, crc)
         return total
 
     def _hand_over(self) -> None:
@@ -87,6 +102,9 @@ class PacedWriter:
 
     def flush(self) -> None:
         self._f.flush()
+
+    def fileno(self) -> int:
+        return self._fd
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._pos = self._start = self._f.seek(offset, whence)

@@ -1,10 +1,10 @@
 """Fill in the CRC32 of every record of a ``torch.save`` archive after it is written.
 
 torch computes record CRCs in C++ while holding Python's global lock, which stalls the training thread
-during a background save. savepoint writes with torch's CRC off and then computes each CRC with
-``zlib.crc32`` (which releases the lock) while reading the temporary file back, patching the central
-directory and the data descriptors, before the file is fsynced and renamed. The result is a normal zip
-archive whose CRCs ``savepoint verify`` (and any zip tool) checks.
+during a background save. savepoint writes with torch's CRC off, takes each record's CRC as its bytes go
+out (``PacedWriter``, with isal's or zlib's ``crc32``, which release the lock), and then writes them into
+the central directory and the data descriptors, before the file is fsynced and renamed. The result is a
+normal zip archive whose CRCs ``savepoint verify`` (and any zip tool) checks.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import contextlib
 import os
 import struct
 import zipfile
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
+
+from savepoint.checkpoint.archive import crc32
 
 _CENTRAL = 0x02014B50
 _EOCD = b"PK\x05\x06"
@@ -24,21 +25,33 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _DESCRIPTOR = b"PK\x07\x08"
 
 
-def crc_disabled() -> contextlib.AbstractContextManager[None]:
-    """A context in which ``torch.save`` skips its CRC computation (where this torch can)."""
+def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None] | None]:
+    """A context in which ``torch.save`` skips its CRC computation (where this torch can).
+
+    The switch is process-wide, so the context yields a function that turns it back as soon as torch's
+    writer has read it (`PacedWriter` calls it at its first write): another thread's ``torch.save`` during
+    the write keeps its CRCs. None where this torch has no switch."""
     try:
         from torch.utils.serialization import config
     except ImportError:  # torch < 2.6 always computes CRCs: nothing to fill in afterwards
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def _off() -> Iterator[None]:
+    def _off() -> Iterator[Callable[[], None]]:
         previous = config.save.compute_crc32
+        restored = False
+
+        def restore() -> None:
+            nonlocal restored
+            if not restored:
+                restored = True
+                config.save.compute_crc32 = previous
+
         config.save.compute_crc32 = False
         try:
-            yield
+            yield restore
         finally:
-            config.save.compute_crc32 = previous
+            restore()
 
     return _off()
 
@@ -83,16 +96,19 @@ def _crc_of(f: BinaryIO, start: int, length: int, buffer: bytearray) -> int:
         n = f.readinto(view[: min(length, len(buffer))])  # type: ignore[attr-defined]
         if not n:
             raise zipfile.BadZipFile("record shorter than its header says")
-        crc = zlib.crc32(view[:n], crc)
+        crc = crc32(view[:n], crc)
         length -= n
     return crc & 0xFFFFFFFF
 
 
-def fill_crc32(path: str | Path) -> None:
-    """Compute and write the CRC32 of every record of the zip archive at `path`, in place.
+def fill_crc32(path: str | Path, known: Mapping[int, tuple[int, int]] | None = None) -> None:
+    """Write the CRC32 of every record of the zip archive at `path`, in place.
 
-    Reads through one reusable 4 MB buffer (no memory growth with the checkpoint's size).
+    `known` maps a file offset to the (length, CRC32) of bytes written there (`PacedWriter.crcs`): a record
+    whose data is one such write takes that CRC. Any other record is read back through one reusable 4 MB
+    buffer (no memory growth with the checkpoint's size).
     """
+    known = known or {}
     infos = zipfile.ZipFile(path).infolist()  # sizes and local header offsets, zip64 included
     buffer = bytearray(_CHUNK)
     with open(path, "r+b", buffering=0) as f:
@@ -106,7 +122,11 @@ def fill_crc32(path: str | Path) -> None:
             (flags,) = struct.unpack_from("<H", header, 6)
             name_len, extra_len = struct.unpack_from("<HH", header, 26)
             start = local + 30 + name_len + extra_len
-            crc = struct.pack("<I", _crc_of(f, start, info.file_size, buffer))
+            seen = known.get(start)
+            value = seen[1] if seen is not None and seen[0] == info.file_size else None
+            if value is None:
+                value = _crc_of(f, start, info.file_size, buffer)
+            crc = struct.pack("<I", value)
             os.pwrite(f.fileno(), crc, cd + 16)
             if flags & 0x8:
                 descriptor = start + info.compress_size
