@@ -119,3 +119,27 @@ def test_an_unsafe_value_added_in_a_hook_is_refused_naming_its_key(tmp_path):
     train, val = loaders()
     with pytest.raises(TypeError, match=r"checkpoint\['extra'\]\['obj'\] is a builtins.object"):
         quiet_trainer(max_epochs=1).fit(Bad(), train, val)
+
+
+def test_a_logged_scalar_that_views_a_large_storage_is_saved_alone(tmp_path):
+    # F.mse_loss returns a 0-d tensor over its whole temporary; a checkpoint holding the monitored score
+    # must not save that storage (Lightning copies logged values too).
+    class Viewed(TinyModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            buffer = torch.zeros(1 << 18)  # 1 MB
+            buffer[3] = loss.detach()
+            self.log("viewed", buffer[3])
+            return loss
+
+    cb = sp.ModelCheckpoint(dirpath=tmp_path, monitor="viewed", save_top_k=2, every_n_train_steps=2)
+    trainer = quiet_trainer(max_steps=6, callbacks=[cb], default_root_dir=tmp_path)
+    trainer.fit(Viewed(), loaders()[0])
+    path = cb.best_model_path
+    ckpt = torch.load(path, weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    scores = [state["best_model_score"], state["current_score"], *state["best_k_models"].values()]
+    scores.append(ckpt["loops"]["fit_loop"]["metrics"]["callback_metrics"]["viewed"])
+    assert all(s.untyped_storage().nbytes() == 4 for s in scores)
+    assert trainer.callback_metrics["viewed"].untyped_storage().nbytes() == 4  # nor kept alive in memory
+    assert (tmp_path / path.split("/")[-1]).stat().st_size < 200_000

@@ -212,7 +212,10 @@ class MetricStore:
                 raise ValueError(
                     f"self.log({name!r}, ...) got a tensor of shape {tuple(value.shape)}; log scalars only."
                 )
-            value = value if enable_graph else value.detach()
+            # A copy of its own: the value a loss function returns may be one element of a large storage
+            # (mse_loss's is its whole temporary), and a checkpoint holding it (a monitored score) would
+            # otherwise save, and the metrics keep alive, that whole storage.
+            value = value if enable_graph else value.detach().clone()
             return value.reshape(()).float()
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
             return torch.tensor(float(value))
