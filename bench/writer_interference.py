@@ -21,7 +21,9 @@ A variant is ``<how>[:<MB>][@<priority>]``; priority: a nice value 0-19 (per-thr
 - ``paced``: ``TorchCheckpointIO(writeback_chunk=<MB>)`` (--chunk-mb): every piece's writeback started
   with ``sync_file_range`` once written and the piece before waited for (the library's default, 8 MB);
 - ``inline-crc``: the default, but torch computes the record CRCs while it writes, holding the global
-  lock, instead of the library's zlib pass afterwards (which releases it);
+  lock (the library takes them with isal or zlib, which release it, as the bytes go out);
+- ``readback-crc``: the default, but the CRCs are taken by reading the file back once it is written, as
+  the library did before it took them as the bytes go out;
 - ``odirect``: plain, but the archive written with ``O_DIRECT`` through a page-aligned <MB> buffer (the
   page cache bypassed; the CRC pass then reads the file back from the disk).
 
@@ -119,6 +121,14 @@ def inline_crc() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def readback_crc() -> Iterator[None]:
+    """The record CRCs taken by reading the written file back (what the CRCs taken in passing replaced)."""
+    fill = torch_io_module.fill_crc32
+    with mock.patch.object(torch_io_module, "fill_crc32", lambda path, known=None: fill(path)):
+        yield
+
+
 class Variant:
     """``<how>[:<MB>][@<priority>]``: how the file is written (``:<MB>``: a piece size other than
     --chunk-mb), at a nice value (0-19) or ``idle`` (SCHED_IDLE); without ``@``, at the library's default."""
@@ -132,6 +142,7 @@ class Variant:
             "plain": (0, None),
             "paced": (chunk, None),
             "inline-crc": (default_chunk, inline_crc),
+            "readback-crc": (default_chunk, readback_crc),
             "odirect": (0, lambda: wrapped_save(lambda f: DirectWriter(f, chunk))),
         }
         if how not in ways:
@@ -152,7 +163,7 @@ class Variant:
         self.label = f"{how}{size} @ " + ("SCHED_IDLE" if self.nice == -1 else f"nice {self.nice}")
 
 
-DEFAULT_VARIANTS = "plain@0,plain@10,plain@19,paced@0,paced@10,inline-crc@10,odirect@10"
+DEFAULT_VARIANTS = "plain@0,plain@10,plain@19,paced@0,paced@10,inline-crc@10,readback-crc@10,odirect@10"
 
 
 def checkpoint(nbytes: int) -> dict:

@@ -264,22 +264,20 @@ class TorchCheckpointIO(CheckpointIO):
         try:
             # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
             # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
-            # Off the main thread (an async writer), torch's in-line CRC pass would hold the GIL and stall
-            # training: write without it, take each record's CRC as it goes out (isal or zlib, which
-            # release the GIL) and fill them in; and hand the file to the disk piece by piece
-            # (`writeback_chunk`). On the caller's thread training waits for the save anyway, and the
-            # in-line pass and one writeback at the fsync are quicker.
+            # torch's in-line CRC pass holds the GIL (a background save would stall training) and is slower
+            # than isal's: write with it off and take each record's CRC as its bytes go out (`PacedWriter`,
+            # isal or zlib, which release the GIL), then fill them in. Off the main thread (an async
+            # writer), hand the file to the disk piece by piece as well (`writeback_chunk`); on the
+            # caller's thread training waits for the save anyway, and one writeback at the fsync is quicker.
             background = threading.current_thread() is not threading.main_thread()
             with in_place if in_place is not None else open(tmp, "xb") as f:
-                writer = None
-                with crc_disabled() if background else contextlib.nullcontext() as crc_back_on:
-                    if background:
-                        writer = PacedWriter(f, self.writeback_chunk, first_write=crc_back_on)
-                    torch.save(checkpoint, writer if writer is not None else f)
+                with crc_disabled() as crc_back_on:
+                    chunk = self.writeback_chunk if background else 0
+                    writer = PacedWriter(f, chunk, first_write=crc_back_on)
+                    torch.save(checkpoint, writer)
                 f.truncate()  # a rewritten spare may have been longer
                 f.flush()
-                if writer is not None:
-                    fill_crc32(target, writer.crcs)
+                fill_crc32(target, writer.crcs)
                 os.fsync(f.fileno())
                 self._commit(target, final, in_place is not None)  # under the spare's lock
         except BaseException as err:
