@@ -192,7 +192,7 @@ def main() -> None:
         dist.destroy_process_group()
     # Free the trainer's objects (process groups among them) now, while the interpreter is whole: a gloo
     # worker thread that drops a Python object during interpreter shutdown aborts the process.
-    del trainer, model, cb, callbacks
+    del trainer, model, cb, callbacks, strategy, io  # the strategy holds the trainer
     gc.collect()
 
 

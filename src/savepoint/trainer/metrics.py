@@ -215,8 +215,8 @@ class MetricStore:
             # A copy of its own: the value a loss function returns may be one element of a large storage
             # (mse_loss's is its whole temporary), and a checkpoint holding it (a monitored score) would
             # otherwise save, and the metrics keep alive, that whole storage.
-            value = value if enable_graph else value.detach().clone()
-            return value.reshape(()).float()
+            value = value if enable_graph else value.detach()
+            return value.reshape(()).to(torch.float32, copy=True)  # one copy, graph kept where asked
         if isinstance(value, numbers.Number) and not isinstance(value, complex):
             return torch.tensor(float(value))
         raise ValueError(f"self.log({name!r}, {value!r}): the value must be a number or a scalar tensor.")

@@ -216,3 +216,62 @@ def test_torchs_crc_switch_is_back_on_before_the_first_byte_of_a_background_save
     assert seen and seen[0] is False  # the first write switches it back...
     assert all(seen[1:]) and config.save.compute_crc32 is True  # ...for the rest of the write and after
     assert verify_checkpoint(path).ok
+
+
+def test_overlapping_saves_leave_torchs_crc_switch_as_they_found_it(tmp_path):
+    # The switch is process-wide: a second save must not take the first one's "off" for the original value.
+    from torch.utils.serialization import config
+
+    from savepoint.plugins.io._zipcrc import crc_switch
+
+    entered = threading.Event()
+    with crc_switch(False) as release_a:
+        assert config.save.compute_crc32 is False
+
+        def second() -> None:
+            with crc_switch(False) as release_b:
+                entered.set()
+                release_b()
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert not entered.wait(0.2)  # waits until the first save's writer has read the switch
+        release_a()
+        assert entered.wait(5)
+        t.join()
+    assert config.save.compute_crc32 is True
+
+
+def test_a_remote_save_keeps_torchs_crcs_while_a_background_save_has_them_off(tmp_path, monkeypatch):
+    # A save to an object store cannot patch CRCs in afterwards: it must never see the switch off.
+    import zipfile
+
+    import fsspec
+
+    from savepoint.plugins.io import _zipcrc
+
+    real = _writeback.PacedWriter.write
+    gate, remote_done = threading.Event(), threading.Event()
+
+    def slow_first_write(self, data):  # the background save stops just before its first byte
+        if self._first_write is not None:
+            gate.set()
+            remote_done.wait(0.5)
+        return real(self, data)
+
+    monkeypatch.setattr(_writeback.PacedWriter, "write", slow_first_write)
+    io_ = TorchCheckpointIO()
+    worker = threading.Thread(target=io_.save_checkpoint, args=(_ckpt(1.0), str(tmp_path / "local.ckpt")))
+    worker.start()
+    assert gate.wait(5)
+    io_.save_checkpoint(_ckpt(2.0), "memory://bucket/remote.ckpt")  # waits for the switch, then saves
+    remote_done.set()
+    worker.join()
+    with fsspec.open("memory://bucket/remote.ckpt", "rb") as f:
+        data = f.read()
+    infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    assert (
+        all(i.CRC != 0 for i in infos if i.file_size) and zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+    )
+    assert verify_checkpoint(tmp_path / "local.ckpt").ok
+    assert not _zipcrc._SWITCH.locked()

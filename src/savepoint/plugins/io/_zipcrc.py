@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from savepoint.checkpoint.archive import crc32
 
@@ -25,35 +26,63 @@ _EOCD64_LOCATOR = b"PK\x06\x07"
 _DESCRIPTOR = b"PK\x07\x08"
 
 
-def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None] | None]:
-    """A context in which ``torch.save`` skips its CRC computation (where this torch can).
+# Held from setting torch's CRC switch until the torch.save it was set for has written its first byte
+# (torch reads the switch when it makes its writer, before pickling): savepoint's saves never see each
+# other's setting.
+_SWITCH = threading.Lock()
 
-    The switch is process-wide, so the context yields a function that turns it back as soon as torch's
-    writer has read it (`PacedWriter` calls it at its first write): another thread's ``torch.save`` during
-    the write keeps its CRCs. None where this torch has no switch."""
+
+@contextlib.contextmanager
+def crc_switch(on: bool) -> Iterator[Callable[[], None]]:
+    """A context for one ``torch.save`` with torch's record CRCs on or off (where this torch can switch).
+
+    The switch is process-wide, so it is set under a lock and put back as soon as torch's writer has read
+    it: call the yielded function at the first byte written (`PacedWriter(first_write=)`, `FirstWrite`);
+    the context's end does it otherwise. Two of savepoint's saves thus never overlap in that window; a
+    ``torch.save`` of other code that starts while a save of savepoint's pickles its checkpoint (before
+    its first byte) can still see the switch off."""
     try:
         from torch.utils.serialization import config
-    except ImportError:  # torch < 2.6 always computes CRCs: nothing to fill in afterwards
-        return contextlib.nullcontext()
+    except ImportError:  # torch < 2.6 always computes CRCs
+        yield lambda: None
+        return
+    _SWITCH.acquire()
+    previous = config.save.compute_crc32
+    config.save.compute_crc32 = on
+    done = False
 
-    @contextlib.contextmanager
-    def _off() -> Iterator[Callable[[], None]]:
-        previous = config.save.compute_crc32
-        restored = False
+    def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            config.save.compute_crc32 = previous
+            _SWITCH.release()
 
-        def restore() -> None:
-            nonlocal restored
-            if not restored:
-                restored = True
-                config.save.compute_crc32 = previous
+    try:
+        yield release
+    finally:
+        release()
 
-        config.save.compute_crc32 = False
-        try:
-            yield restore
-        finally:
-            restore()
 
-    return _off()
+def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None] | None]:
+    """`crc_switch(False)`: torch skips its CRCs; savepoint takes them as the bytes go out."""
+    return crc_switch(False)
+
+
+class FirstWrite:
+    """A file object that passes writes on to `f`, calling `hook` once before the first."""
+
+    def __init__(self, f: BinaryIO, hook: Callable[[], None]) -> None:
+        self._f, self._hook = f, hook
+
+    def write(self, data: Any) -> int:
+        if self._hook is not None:
+            self._hook, hook = None, self._hook
+            hook()
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 _CHUNK = 4 << 20

@@ -30,7 +30,7 @@ from savepoint.checkpoint.sharded import COMMIT_FILE, META_FILE
 from savepoint.plugins.io import _spare as spare
 from savepoint.plugins.io._fs import exchange, fsync_path, get_fs, is_local, sweep_stale_temps, temp_name_for
 from savepoint.plugins.io._writeback import PacedWriter
-from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
+from savepoint.plugins.io._zipcrc import FirstWrite, crc_disabled, crc_switch, fill_crc32
 from savepoint.plugins.io.checkpoint_io import CheckpointIO
 from savepoint.plugins.io.export import is_export_dir, read_export
 from savepoint.plugins.io.sharded import load_dcp, load_full, prepare_folder, remove_abandoned, save_dcp
@@ -386,7 +386,8 @@ class TorchCheckpointIO(CheckpointIO):
     def _save_remote(self, checkpoint: dict[str, Any], fs: Any, inner: str, shown: str) -> None:
         buffer = io.BytesIO()
         try:
-            torch.save(checkpoint, buffer)
+            with crc_switch(True) as crc_back:  # torch's CRCs, whatever another thread's save set
+                torch.save(checkpoint, FirstWrite(buffer, crc_back))
             parent = inner.rsplit("/", 1)[0] if "/" in inner else ""
             if parent:
                 with contextlib.suppress(Exception):
