@@ -64,7 +64,7 @@ def crc_switch(on: bool) -> Iterator[Callable[[], None]]:
         release()
 
 
-def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None] | None]:
+def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None]]:
     """`crc_switch(False)`: torch skips its CRCs; savepoint takes them as the bytes go out."""
     return crc_switch(False)
 
