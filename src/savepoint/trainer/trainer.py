@@ -1,5 +1,5 @@
 """`Trainer`: the façade. Arguments are validated here; the loops, checkpoint assembly and storage live
-in `fit_loop`, `evaluation`, `prediction`, `checkpointing` and the strategy; ``validate``/``test``/``predict``
+in `fit_loop`, `evaluation`, `prediction`, `checkpointing`, `saving` and the strategy; ``validate``/``test``/``predict``
 in `entrypoints`."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import contextlib
 import os
 import sys
 import typing
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,12 +34,13 @@ from savepoint.trainer.optim import LRSchedulerConfig, parse_optimizers
 from savepoint.trainer.precision import Precision
 from savepoint.trainer.prediction import PredictLoop
 from savepoint.trainer.properties import TrainerProperties
+from savepoint.trainer.saving import CheckpointSaving
 from savepoint.trainer.signals import split_signal_plugins
 from savepoint.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from savepoint.utilities.rank_zero import rank_zero_only
 
 
-class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOptimization):
+class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOptimization, CheckpointSaving):
     """Trains a `TrainingModule`, checkpointing automatically (see ``fit``)."""
 
     def __init__(
@@ -449,58 +449,6 @@ class Trainer(TrainerProperties, HookDispatch, EvaluationEntryPoints, ManualOpti
                 self._datamodule.teardown(stage)
         finally:
             self._strategy.teardown()
-
-    # -- checkpoints -----------------------------------------------------------------------------------------------
-
-    def save_checkpoint(
-        self, filepath: str | os.PathLike, weights_only: bool = False, storage_options: Any | None = None
-    ) -> None:
-        """Save the full training state (or only the weights) to `filepath`. Call it on every rank: the
-        strategy decides who writes, and every rank returns after the write."""
-        if self._model is None:
-            raise RuntimeError(
-                "Trainer.save_checkpoint: no model is attached; call trainer.fit(model) first."
-            )
-        self._save_checkpoint_files([(os.fspath(filepath), weights_only)], storage_options=storage_options)
-
-    def _save_checkpoint_files(
-        self,
-        files: list[tuple[str, bool]],
-        written: Callable[[int], None] | None = None,
-        storage_options: Any | None = None,
-    ) -> None:
-        """Save one save point's files, given as ``(path, weights_only)`` in order: the checkpoint of each
-        kind is assembled once and saved at its first path; each later path of that kind becomes a second
-        name of that file once it committed (a link or copy through the CheckpointIO), or the same dict is
-        saved again where the IO cannot link. ``written(i)`` runs after file ``i``. Every rank calls this."""
-        if self._in_fit:
-            self._log_flush()  # the checkpoint records where each log stands: make that durable first
-        first: dict[bool, tuple[str, dict[str, Any]]] = {}
-        for index, (path, weights_only) in enumerate(files):
-            if weights_only not in first:
-                checkpoint = checkpointing.dump_checkpoint(self, weights_only=weights_only)
-                first[weights_only] = (path, dict(checkpoint))  # a plugin may pop keys from what it gets
-                self._strategy.save_checkpoint(checkpoint, path, storage_options=storage_options)
-            elif self._strategy.supports_link and _same_storage(first[weights_only][0], path):
-                self._strategy.link_checkpoint(first[weights_only][0], path)
-            else:
-                checkpoint = dict(first[weights_only][1])
-                self._strategy.save_checkpoint(checkpoint, path, storage_options=storage_options)
-            if written is not None:
-                written(index)
-        if not self._in_fit:
-            # Outside fit nothing else will flush an async write: commit it before returning.
-            self._strategy.checkpoint_io.teardown()
-        self._strategy.barrier("Trainer.save_checkpoint")
-
-
-def _same_storage(a: str, b: str) -> bool:
-    """Can `b` be a second name of `a`? Only on the same file system (a local folder, one bucket's store)."""
-
-    def where(path: str) -> str:
-        return path.split("://", 1)[0] if "://" in path else "file"
-
-    return where(a) == where(b)
 
 
 # Tools that read the constructor's signature (jsonargparse, CLI parsers) get real types, not strings.
