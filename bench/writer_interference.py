@@ -8,7 +8,7 @@ The training step is a ``layers``-deep MLP of ``width x width`` linear layers tr
 CPU (the defaults: about 95 ms a step on 2 cores). While the main thread runs `steps` steps (more if no
 write finished by then), a background thread does what `AsyncCheckpointIO`'s writer does: it sets its
 own nice value and saves a ~`ckpt-mb` MB checkpoint (weights + Adam's moments in 4 MB tensors, already
-copied to host: that copy, on the training thread, is not measured here) with `TorchCheckpointIO`, back
+copied into the async snapshot's host buffers: that copy, on the training thread, is not measured here) with `TorchCheckpointIO`, back
 to back, so every step runs beside a write. ``--target new`` saves each checkpoint to a new file and
 removes the one two saves back (top-k); ``--target last`` saves over one name (``last.ckpt``: its spare
 rewritten in place).
@@ -16,16 +16,18 @@ rewritten in place).
 A variant is ``<how>[:<MB>][@<priority>]``; priority: a nice value 0-19 (per-thread setpriority) or
 ``idle`` (SCHED_IDLE), the library's ``AsyncCheckpointIO.writer_niceness`` without ``@``. How:
 
-- ``plain``: ``TorchCheckpointIO(writeback_chunk=0)``: torch's writes as they come, all written back at
-  the fsync;
-- ``paced``: ``TorchCheckpointIO(writeback_chunk=<MB>)`` (--chunk-mb): every piece's writeback started
-  with ``sync_file_range`` once written and the piece before waited for (the library's default, 8 MB);
+- ``plain``: ``TorchCheckpointIO(writeback_chunk=0, direct_writes=False)``: torch's writes as they come,
+  through the page cache, all written back at the fsync;
+- ``paced``: ``TorchCheckpointIO(writeback_chunk=<MB>, direct_writes=False)`` (--chunk-mb): every piece's
+  writeback started with ``sync_file_range`` once written and the piece before waited for;
+- ``direct``: paced, and every large record (page-aligned in the file and in memory) written with
+  ``O_DIRECT`` straight from the snapshot's buffer (the library's default: 8 MB pieces, direct writes);
 - ``inline-crc``: the default, but torch computes the record CRCs while it writes, holding the global
   lock (the library takes them with isal or zlib, which release it, as the bytes go out);
 - ``readback-crc``: the default, but the CRCs are taken by reading the file back once it is written, as
   the library did before it took them as the bytes go out;
-- ``odirect``: plain, but the archive written with ``O_DIRECT`` through a page-aligned <MB> buffer (the
-  page cache bypassed; the CRC pass then reads the file back from the disk).
+- ``odirect``: plain, but the archive written with ``O_DIRECT`` through a page-aligned <MB> bounce buffer
+  (a copy of every byte; the CRC pass then reads the file back from the disk).
 
 Each round runs every variant, in a rotated order, each right after `steps` steps without a write (its
 baseline); `repeat` rounds. Printed per variant: the mean and 90th-percentile step time and their ratio to
@@ -60,6 +62,7 @@ from _common import disk_write_rate, table
 
 from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 from savepoint.plugins.io import torch_io as torch_io_module
+from savepoint.plugins.io.async_io import _HostBuffers
 
 _TORCH_SAVE = torch.save
 
@@ -114,8 +117,13 @@ def wrapped_save(wrapper: Callable) -> Iterator[None]:
 def inline_crc() -> Iterator[None]:
     """torch computes the CRCs while it writes (holding the global lock); none filled in afterwards (the
     writer still runs its CRC of each piece as it goes by, ~15 ms per 200 MB with isal)."""
+    options = torch_io_module.torch_save_options
+
+    def crc_on(*, crc32=None, storage_alignment=None):
+        return options(crc32=True, storage_alignment=storage_alignment)
+
     with (
-        mock.patch.object(torch_io_module, "crc_disabled", contextlib.nullcontext),
+        mock.patch.object(torch_io_module, "torch_save_options", crc_on),
         mock.patch.object(torch_io_module, "fill_crc32", lambda path, known=None: None),
     ):
         yield
@@ -138,16 +146,17 @@ class Variant:
         how, _, mb = how.partition(":")
         chunk = int(mb) << 20 if mb else chunk
         default_chunk = inspect.signature(TorchCheckpointIO).parameters["writeback_chunk"].default
-        ways = {  # TorchCheckpointIO's writeback_chunk, and a patch around the save
-            "plain": (0, None),
-            "paced": (chunk, None),
-            "inline-crc": (default_chunk, inline_crc),
-            "readback-crc": (default_chunk, readback_crc),
-            "odirect": (0, lambda: wrapped_save(lambda f: DirectWriter(f, chunk))),
+        ways = {  # TorchCheckpointIO's writeback_chunk and direct_writes, and a patch around the save
+            "plain": (0, False, None),
+            "paced": (chunk, False, None),
+            "direct": (chunk, True, None),
+            "inline-crc": (default_chunk, True, inline_crc),
+            "readback-crc": (default_chunk, True, readback_crc),
+            "odirect": (0, False, lambda: wrapped_save(lambda f: DirectWriter(f, chunk))),
         }
         if how not in ways:
             raise ValueError(f"unknown way of writing {how!r}; choose from {list(ways)}")
-        self.writeback_chunk, self.patch = ways[how]
+        self.writeback_chunk, self.direct_writes, self.patch = ways[how]
         if not priority:
             self.nice = AsyncCheckpointIO.writer_niceness
         elif priority == "idle":
@@ -157,17 +166,18 @@ class Variant:
         else:
             raise ValueError(f"unknown priority {priority!r}: a nice value 0-19, or idle")
         self.is_default = (
-            how == "paced" and chunk == default_chunk and self.nice == AsyncCheckpointIO.writer_niceness
+            how == "direct" and chunk == default_chunk and self.nice == AsyncCheckpointIO.writer_niceness
         )
-        size = f" {chunk >> 20} MB" if how in ("paced", "odirect") else ""
+        size = f" {chunk >> 20} MB" if how in ("paced", "direct", "odirect") else ""
         self.label = f"{how}{size} @ " + ("SCHED_IDLE" if self.nice == -1 else f"nice {self.nice}")
 
 
-DEFAULT_VARIANTS = "plain@0,plain@10,plain@19,paced@0,paced@10,inline-crc@10,readback-crc@10,odirect@10"
+DEFAULT_VARIANTS = "plain@10,paced@10,direct@0,direct@10,direct@19,inline-crc@10,readback-crc@10"
 
 
 def checkpoint(nbytes: int) -> dict:
-    """Weights plus Adam's two moments, in 4 MB float tensors: what an async save has copied to host."""
+    """Weights plus Adam's two moments, in 4 MB float tensors, copied into host buffers as an async save
+    copies them (`AsyncCheckpointIO`'s: page-aligned, which direct writes need)."""
     n = max(1, round(nbytes / (3 * (4 << 20))))
     gen = torch.Generator().manual_seed(0)
     weights = {f"layers.{i}.weight": torch.randn(1024, 1024, generator=gen) for i in range(n)}
@@ -175,11 +185,13 @@ def checkpoint(nbytes: int) -> dict:
         i: {"step": torch.tensor(100.0), "exp_avg": torch.randn_like(w), "exp_avg_sq": torch.rand_like(w)}
         for i, w in enumerate(weights.values())
     }
-    return {
-        "state_dict": weights,
-        "optimizer_states": [{"state": state, "param_groups": [{"lr": 1e-4, "params": list(state)}]}],
-        "global_step": 100,
-    }
+    return _HostBuffers().snapshot(
+        {
+            "state_dict": weights,
+            "optimizer_states": [{"state": state, "param_groups": [{"lr": 1e-4, "params": list(state)}]}],
+            "global_step": 100,
+        }
+    )
 
 
 class Writer(threading.Thread):
@@ -200,7 +212,9 @@ class Writer(threading.Thread):
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         else:
             os.setpriority(os.PRIO_PROCESS, tid, self.variant.nice)
-        io = TorchCheckpointIO(writeback_chunk=self.variant.writeback_chunk)
+        io = TorchCheckpointIO(
+            writeback_chunk=self.variant.writeback_chunk, direct_writes=self.variant.direct_writes
+        )
         names: list[str] = []
         try:
             with self.variant.patch() if self.variant.patch else contextlib.nullcontext():

@@ -1,11 +1,14 @@
 """Shared fixtures. Every checkpoint any test writes under its tmp_path is loaded with
-``torch.load(weights_only=True)`` after the test: the format invariant, checked on every file."""
+``torch.load(weights_only=True)`` after the test, and its records are checked to start at the alignment
+the archive states: format invariants, checked on every file."""
 
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,27 @@ def every_checkpoint_loads_weights_only(request, tmp_path):
         except Exception as err:  # pragma: no cover - the assertion is the point
             pytest.fail(f"{path} written during the test does not load with weights_only=True: {err}")
         assert isinstance(obj, dict), f"{path} is not a checkpoint dict"
+        misaligned = _misaligned_records(path)
+        assert not misaligned, (
+            f"{path}: records not at the alignment its .storage_alignment states: {misaligned}"
+        )
+
+
+def _misaligned_records(path: Path) -> list[str]:
+    """Records whose data does not start at a multiple of the archive's ``.storage_alignment`` (what torch's
+    ``load.calculate_storage_offsets`` trusts)."""
+    offsets = {}
+    with open(path, "rb") as f:
+        for info in zipfile.ZipFile(f).infolist():
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            offsets[info.filename.split("/", 1)[-1]] = (info.header_offset + 30 + name_len + extra_len, info)
+        if ".storage_alignment" not in offsets:
+            return []
+        start, info = offsets[".storage_alignment"]
+        f.seek(start)
+        alignment = int(f.read(info.file_size))
+    return [name for name, (start, _) in offsets.items() if start % alignment]
 
 
 @pytest.fixture(autouse=True)

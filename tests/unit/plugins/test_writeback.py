@@ -5,8 +5,10 @@ import errno
 import io
 import itertools
 import os
+import struct
 import sys
 import threading
+import zipfile
 
 import pytest
 import torch
@@ -188,83 +190,88 @@ def test_a_save_takes_its_crcs_as_it_writes_and_never_reads_the_data_back(tmp_pa
 def test_fill_crc32_reads_back_records_whose_bytes_it_did_not_see(tmp_path):
     import zipfile
 
-    from savepoint.plugins.io._zipcrc import crc_disabled, fill_crc32
+    from savepoint.plugins.io._saveopts import torch_save_options
+    from savepoint.plugins.io._zipcrc import fill_crc32
 
     path = tmp_path / "a.ckpt"
-    with crc_disabled():
+    with torch_save_options(crc32=False):
         torch.save(_ckpt(1.0), path)
     assert {i.CRC for i in zipfile.ZipFile(path).infolist()} == {0}  # torch skipped them
     fill_crc32(path, {})
     assert zipfile.ZipFile(path).testzip() is None and verify_checkpoint(path).ok
 
 
-def test_torchs_crc_switch_is_back_on_before_the_first_byte_of_a_background_save(tmp_path, monkeypatch):
-    # The switch is process-wide: another thread's torch.save during a long background write keeps its CRCs.
-    from torch.utils.serialization import config
-
-    seen: list[bool] = []
-    real = _writeback.PacedWriter.write
-
-    def write(self, data):
-        seen.append(config.save.compute_crc32)
-        return real(self, data)
-
-    monkeypatch.setattr(_writeback.PacedWriter, "write", write)
-    io_ = TorchCheckpointIO(writeback_chunk=0)
-    path = tmp_path / "a.ckpt"
-    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
-    assert seen and seen[0] is False  # the first write switches it back...
-    assert all(seen[1:]) and config.save.compute_crc32 is True  # ...for the rest of the write and after
-    assert verify_checkpoint(path).ok
+def _records(path) -> dict[str, tuple[int, int]]:
+    """Each record's name -> (offset of its data in the file, CRC32 in the directory)."""
+    out = {}
+    with open(path, "rb") as f:
+        for info in zipfile.ZipFile(path).infolist():
+            f.seek(info.header_offset + 26)
+            name_len, extra_len = struct.unpack("<HH", f.read(4))
+            out[info.filename.split("/", 1)[1]] = (info.header_offset + 30 + name_len + extra_len, info.CRC)
+    return out
 
 
-def test_overlapping_saves_leave_torchs_crc_switch_as_they_found_it(tmp_path):
-    # The switch is process-wide: a second save must not take the first one's "off" for the original value.
-    from torch.utils.serialization import config
+def _stored(path, offset: int, n: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(n)
 
-    from savepoint.plugins.io._zipcrc import crc_switch
 
-    entered = threading.Event()
-    with crc_switch(False) as release_a:
-        assert config.save.compute_crc32 is False
+def test_torch_save_options_apply_to_the_calling_thread_only(tmp_path):
+    # A background save switches torch's CRCs off and aligns to pages: another thread's torch.save meanwhile
+    # (the user's, or savepoint's own save to an object store) must keep torch's defaults.
+    from savepoint.plugins.io._saveopts import supported, torch_save_options
 
-        def second() -> None:
-            with crc_switch(False) as release_b:
-                entered.set()
-                release_b()
+    assert supported() == {"crc32", "storage_alignment"}  # this torch: both apply
+    inside, go_on = threading.Event(), threading.Event()
 
-        t = threading.Thread(target=second)
-        t.start()
-        assert not entered.wait(0.2)  # waits until the first save's writer has read the switch
-        release_a()
-        assert entered.wait(5)
-        t.join()
-    assert config.save.compute_crc32 is True
+    def background() -> None:
+        with torch_save_options(crc32=False, storage_alignment=4096):
+            torch.save(_ckpt(1.0), tmp_path / "background.ckpt")
+            inside.set()
+            go_on.wait(5)
+            torch.save(_ckpt(1.0), tmp_path / "background2.ckpt")
+        torch.save(_ckpt(1.0), tmp_path / "after.ckpt")
+
+    t = threading.Thread(target=background)
+    t.start()
+    assert inside.wait(5)
+    torch.save(_ckpt(1.0), tmp_path / "main.ckpt")  # while the other thread is inside its options
+    go_on.set()
+    t.join()
+    for name in ("background.ckpt", "background2.ckpt"):
+        records = _records(tmp_path / name)
+        assert {crc for _, crc in records.values()} == {0}
+        assert all(offset % 4096 == 0 for offset, _ in records.values())
+        assert _stored(tmp_path / name, records[".storage_alignment"][0], 4) == b"4096"
+    for name in ("main.ckpt", "after.ckpt"):
+        records = _records(tmp_path / name)
+        assert all(crc != 0 for _, crc in records.values())
+        assert not all(offset % 4096 == 0 for offset, _ in records.values())
+        assert _stored(tmp_path / name, records[".storage_alignment"][0], 2) == b"64"
 
 
 def test_a_remote_save_keeps_torchs_crcs_while_a_background_save_has_them_off(tmp_path, monkeypatch):
-    # A save to an object store cannot patch CRCs in afterwards: it must never see the switch off.
+    # A save to an object store cannot patch CRCs in afterwards: it must never write without them.
     import zipfile
 
     import fsspec
 
-    from savepoint.plugins.io import _zipcrc
-
     real = _writeback.PacedWriter.write
     gate, remote_done = threading.Event(), threading.Event()
 
-    def slow_first_write(self, data):  # the background save stops just before its first byte
-        if self._first_write is not None:
-            gate.set()
-            remote_done.wait(0.5)
+    def slow_write(self, data):  # the background save stops in the middle of its write
+        gate.set()
+        remote_done.wait(0.5)
         return real(self, data)
 
-    monkeypatch.setattr(_writeback.PacedWriter, "write", slow_first_write)
+    monkeypatch.setattr(_writeback.PacedWriter, "write", slow_write)
     io_ = TorchCheckpointIO()
     worker = threading.Thread(target=io_.save_checkpoint, args=(_ckpt(1.0), str(tmp_path / "local.ckpt")))
     worker.start()
     assert gate.wait(5)
-    io_.save_checkpoint(_ckpt(2.0), "memory://bucket/remote.ckpt")  # waits for the switch, then saves
+    io_.save_checkpoint(_ckpt(2.0), "memory://bucket/remote.ckpt")
     remote_done.set()
     worker.join()
     with fsspec.open("memory://bucket/remote.ckpt", "rb") as f:
@@ -274,4 +281,3 @@ def test_a_remote_save_keeps_torchs_crcs_while_a_background_save_has_them_off(tm
         all(i.CRC != 0 for i in infos if i.file_size) and zipfile.ZipFile(io.BytesIO(data)).testzip() is None
     )
     assert verify_checkpoint(tmp_path / "local.ckpt").ok
-    assert not _zipcrc._SWITCH.locked()

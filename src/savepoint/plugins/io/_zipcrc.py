@@ -1,22 +1,21 @@
 """Fill in the CRC32 of every record of a ``torch.save`` archive after it is written.
 
 torch computes record CRCs in C++ while holding Python's global lock, which stalls the training thread
-during a background save. savepoint writes with torch's CRC off, takes each record's CRC as its bytes go
-out (``PacedWriter``, with isal's or zlib's ``crc32``, which release the lock), and then writes them into
-the central directory and the data descriptors, before the file is fsynced and renamed. The result is a
+during a background save. savepoint writes with torch's CRC off (for its own thread only: `_saveopts`),
+takes each record's CRC as its bytes go out (``PacedWriter``, with isal's or zlib's ``crc32``, which release
+the lock), and then writes them into the central directory and the data descriptors, before the file is
+fsynced and renamed. The result is a
 normal zip archive whose CRCs ``savepoint verify`` (and any zip tool) checks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import threading
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from savepoint.checkpoint.archive import crc32
 
@@ -24,67 +23,6 @@ _CENTRAL = 0x02014B50
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _DESCRIPTOR = b"PK\x07\x08"
-
-
-# Held from setting torch's CRC switch until the torch.save it was set for has written its first byte
-# (torch reads the switch when it makes its writer, before pickling): savepoint's saves never see each
-# other's setting.
-_SWITCH = threading.Lock()
-
-
-@contextlib.contextmanager
-def crc_switch(on: bool) -> Iterator[Callable[[], None]]:
-    """A context for one ``torch.save`` with torch's record CRCs on or off (where this torch can switch).
-
-    The switch is process-wide, so it is set under a lock and put back as soon as torch's writer has read
-    it: call the yielded function at the first byte written (`PacedWriter(first_write=)`, `FirstWrite`);
-    the context's end does it otherwise. Two of savepoint's saves thus never overlap in that window; a
-    ``torch.save`` of other code that starts while a save of savepoint's pickles its checkpoint (before
-    its first byte) can still see the switch off."""
-    try:
-        from torch.utils.serialization import config
-    except ImportError:  # torch < 2.6 always computes CRCs
-        yield lambda: None
-        return
-    _SWITCH.acquire()
-    previous = config.save.compute_crc32
-    config.save.compute_crc32 = on
-    done = False
-
-    def release() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            config.save.compute_crc32 = previous
-            _SWITCH.release()
-
-    try:
-        yield release
-    finally:
-        release()
-
-
-def crc_disabled() -> contextlib.AbstractContextManager[Callable[[], None]]:
-    """`crc_switch(False)`: torch skips its CRCs; savepoint takes them as the bytes go out."""
-    return crc_switch(False)
-
-
-class FirstWrite:
-    """A file object that passes writes on to `f`, calling `hook` once before the first."""
-
-    def __init__(self, f: BinaryIO, hook: Callable[[], None]) -> None:
-        self._f, self._hook = f, hook
-
-    def write(self, data: Any) -> int:
-        if self._hook is not None:
-            self._hook, hook = None, self._hook
-            hook()
-        return self._f.write(data)
-
-    def flush(self) -> None:
-        self._f.flush()
-
-
 _CHUNK = 4 << 20
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import mmap
 import os
 import queue
 import threading
@@ -37,6 +38,24 @@ from savepoint.plugins.io.sharded import make_writer
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
 
 _STOP = object()
+
+
+_PAGE_ALIGNED_MIN = 1 << 20  # buffers this large start on a page: the writer can send them with O_DIRECT
+
+
+def _host_buffer(src: torch.Tensor) -> torch.Tensor:
+    """An empty host tensor of `src`'s shape, strides and dtype: pinned when `src` is on CUDA (the CUDA host
+    allocator's blocks are page-aligned), else, from 1 MB, in pages of its own (an anonymous mapping), so
+    that the background write can hand it to the disk without a copy through the page cache."""
+    if src.is_cuda and torch.cuda.is_available():
+        return torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu", pin_memory=True)
+    span = 1 + sum((n - 1) * st for n, st in zip(src.shape, src.stride(), strict=True)) if src.numel() else 0
+    nbytes = span * src.element_size()
+    if nbytes >= _PAGE_ALIGNED_MIN and not src.is_quantized:
+        with contextlib.suppress(RuntimeError, TypeError, ValueError):
+            pages = torch.frombuffer(mmap.mmap(-1, nbytes), dtype=torch.uint8)  # keeps the mapping alive
+            return pages.view(src.dtype).as_strided(src.shape, src.stride())
+    return torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu")
 
 
 class _HostBuffers:
@@ -58,8 +77,7 @@ class _HostBuffers:
                 not src.is_contiguous() and not src.is_non_overlapping_and_dense()
             ):
                 return src.detach().to("cpu", copy=True)
-            pin = src.is_cuda and torch.cuda.is_available()
-            buf = torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu", pin_memory=pin)
+            buf = _host_buffer(src)
             self._buffers[key] = buf
         buf.copy_(src.detach(), non_blocking=src.is_cuda)
         return buf
