@@ -161,3 +161,85 @@ def test_sweep_keeps_this_process_active_temporary(tmp_path):
     mine.write_bytes(b"being written")
     assert sweep_stale_temps(tmp_path, {mine}) == []
     assert sweep_stale_temps(tmp_path, set()) == [mine]
+
+
+def test_a_removed_checkpoint_is_rewritten_by_the_next_new_file(tmp_path):
+    from savepoint.plugins.io._spare import RECYCLED
+
+    io = TorchCheckpointIO()
+    old, new = tmp_path / "epoch=0.ckpt", tmp_path / "epoch=2.ckpt"
+    io.save_checkpoint(_ckpt(1.0, 256), str(old))
+    inode = old.stat().st_ino
+    io.remove_checkpoint(str(old))
+    assert not old.exists() and (tmp_path / SPARE_DIR / RECYCLED).stat().st_ino == inode
+    assert sorted(n for n in os.listdir(tmp_path) if not n.startswith(".")) == []
+    io.save_checkpoint(_ckpt(2.0, 16), str(new))  # smaller: the recycled file is cut to the new size
+    assert new.stat().st_ino == inode and _w(new) == 2.0 and verify_checkpoint(new).ok
+    assert new.stat().st_size < 16 * 1024
+    assert not (tmp_path / SPARE_DIR / RECYCLED).exists()
+    io.teardown()
+    assert os.listdir(tmp_path) == ["epoch=2.ckpt"]
+
+
+def test_recycling_keeps_one_file_and_frees_the_rest(tmp_path):
+    from savepoint.plugins.io._spare import RECYCLED
+
+    io = TorchCheckpointIO()
+    paths = [tmp_path / f"epoch={i}.ckpt" for i in range(3)]
+    for i, path in enumerate(paths):
+        io.save_checkpoint(_ckpt(float(i)), str(path))
+    first = paths[0].stat().st_ino
+    for path in paths:
+        io.remove_checkpoint(str(path))
+    assert not any(p.exists() for p in paths)
+    assert (tmp_path / SPARE_DIR / RECYCLED).stat().st_ino == first  # the others were freed
+    io.teardown()
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_removed_name_of_a_linked_checkpoint_is_not_recycled(tmp_path):
+    io = TorchCheckpointIO()
+    top, last = tmp_path / "epoch=0.ckpt", tmp_path / "last.ckpt"
+    io.save_checkpoint(_ckpt(1.0), str(top))
+    io.link_checkpoint(str(top), str(last))
+    io.remove_checkpoint(str(top))
+    io.save_checkpoint(_ckpt(2.0), str(tmp_path / "epoch=1.ckpt"))  # must not write into last.ckpt's bytes
+    assert _w(last) == 1.0 and verify_checkpoint(last).ok and not top.exists()
+    io.teardown()
+    assert sorted(os.listdir(tmp_path)) == ["epoch=1.ckpt", "last.ckpt"]
+
+
+def test_a_failed_save_into_a_recycled_file_leaves_no_temporary_and_keeps_the_others(tmp_path, monkeypatch):
+    from savepoint.checkpoint.errors import CheckpointWriteError
+    from savepoint.plugins.io import _writeback
+
+    io = TorchCheckpointIO()
+    keep, gone = tmp_path / "epoch=0.ckpt", tmp_path / "epoch=1.ckpt"
+    io.save_checkpoint(_ckpt(1.0), str(keep))
+    io.save_checkpoint(_ckpt(2.0), str(gone))
+    io.remove_checkpoint(str(gone))
+    calls = []
+
+    def failing(self, data):
+        calls.append(len(data))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    real = _writeback.PacedWriter.write
+    monkeypatch.setattr(_writeback.PacedWriter, "write", failing)
+    with pytest.raises(CheckpointWriteError, match="disk is full"):
+        io.save_checkpoint(_ckpt(3.0), str(tmp_path / "epoch=2.ckpt"))
+    monkeypatch.undo()
+    assert _w(keep) == 1.0 and not (tmp_path / "epoch=2.ckpt").exists()
+    assert not [n for n in os.listdir(tmp_path) if TMP_MARKER in n]
+    io.teardown()
+    assert os.listdir(tmp_path) == ["epoch=0.ckpt"]
+
+
+def test_without_spares_a_removed_checkpoint_is_unlinked(tmp_path):
+    io = TorchCheckpointIO(use_spares=False)
+    path = tmp_path / "epoch=0.ckpt"
+    io.save_checkpoint(_ckpt(1.0), str(path))
+    io.remove_checkpoint(str(path))
+    assert os.listdir(tmp_path) == []
