@@ -7,12 +7,6 @@ rewrites it in place, fsyncs it and exchanges it with the checkpoint in one ``re
 a crash leaves the old checkpoint or the new one, and the spare (torn or stale) is never a checkpoint (it
 lives in a hidden folder, without the ``.ckpt`` extension). A spare is rewritten only while this process
 holds an exclusive ``flock`` on it and it has a single name (never the inode of a hard-linked checkpoint).
-
-A removed checkpoint (a top-k file evicted) is *recycled* the same way: moved to
-``<dirpath>/.savepoint-spare/free.recycled`` instead of unlinked (unlinking frees its blocks on the caller's
-path: about 0.3 s per GB here), and the next save of a new name in that folder claims it by renaming it to
-its own temporary name, rewrites it in place and renames it to its name. A top-k run then writes into
-blocks already allocated at every save from the first eviction on, and its removals cost a rename.
 """
 
 from __future__ import annotations
@@ -32,7 +26,6 @@ except ImportError:  # not POSIX: no spares, every save writes a new file
 
 SPARE_DIR = ".savepoint-spare"
 SPARE_SUFFIX = ".spare"
-RECYCLED = "free.recycled"  # not a spare of any name: the spare sweep leaves it for the next new file
 
 
 def spare_dir(final: Path) -> Path:
@@ -92,37 +85,6 @@ def retire(old: Path, final: Path) -> Path | None:
     return aside
 
 
-def recycle(path: Path) -> bool:
-    """Move the checkpoint file `path` (a single name, a regular file) to its folder's recycled slot when
-    that is free; False (nothing moved) otherwise."""
-    if fcntl is None:
-        return False
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            return False
-        slot = spare_dir(path) / RECYCLED
-        spare_dir(path).mkdir(exist_ok=True)
-        if os.path.lexists(slot):
-            return False
-        os.rename(path, slot)
-    except OSError:
-        return False
-    return True
-
-
-def claim_recycled(tmp: Path) -> bool:
-    """Rename the recycled file of `tmp`'s folder to `tmp` (this writer's temporary name), to be rewritten
-    in place; False when there is none (or another writer took it first: the rename is atomic)."""
-    if fcntl is None:
-        return False
-    try:
-        os.rename(tmp.parent / SPARE_DIR / RECYCLED, tmp)
-    except OSError:
-        return False
-    return True
-
-
 def remove_spare(final: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(spare_path(final))
@@ -145,15 +107,3 @@ def sweep_spares(folder: Path) -> None:
         with contextlib.suppress(OSError), open(entry.path, "rb") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.unlink(entry.path)
-
-
-def remove_spare_folder(folder: Path) -> None:
-    """Remove `folder`'s spare folder with its spares, recycled file and stale temporaries (end of a run)."""
-    spares = folder / SPARE_DIR
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(spares):
-            if entry.name.endswith(SPARE_SUFFIX) or entry.name == RECYCLED:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-        sweep_stale_temps(spares)
-        spares.rmdir()

@@ -149,6 +149,17 @@ def _regular(path: Path) -> bool:
         return False
 
 
+def _remove_spare_folder(folder: Path) -> None:
+    spares = folder / spare.SPARE_DIR
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(spares):
+            if entry.name.endswith(spare.SPARE_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        sweep_stale_temps(spares)
+        spares.rmdir()
+
+
 def _folder_message(path: str, fs: Any, inner: str) -> str:
     names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(inner, detail=False))
     if any(n.endswith(".distcp") or n == META_FILE for n in names):
@@ -253,11 +264,9 @@ class TorchCheckpointIO(CheckpointIO):
             self._active.add(tmp)
             sweep_stale_temps(folder, self._active)
             spare.sweep_spares(folder)
-        # Saving over a regular file: rewrite its spare in place (3-4x faster than a new file here); a new
-        # name: rewrite the folder's recycled file (a removed checkpoint) in place, under the temporary name.
+        # Saving over a regular file: rewrite its spare in place (3-4x faster than a new file here).
         in_place = spare.open_spare(final) if self.use_spares and _regular(final) else None
         target = spare.spare_path(final) if in_place is not None else tmp
-        recycled = in_place is None and self.use_spares and spare.claim_recycled(tmp)
         try:
             # A file object, not a path: torch streams each record through it (no copy of the checkpoint in
             # memory) and an OSError such as ENOSPC/EFBIG surfaces with its errno.
@@ -268,7 +277,7 @@ class TorchCheckpointIO(CheckpointIO):
             # with O_DIRECT (`direct_writes`); on the caller's thread training waits for the save anyway,
             # its tensors are not page-aligned, and one writeback at the fsync is quicker.
             background = threading.current_thread() is not threading.main_thread()
-            with in_place if in_place is not None else open(tmp, "r+b" if recycled else "xb") as f:
+            with in_place if in_place is not None else open(tmp, "xb") as f:
                 direct = open_direct(target) if background and self.direct_writes else None
                 try:
                     alignment = storage_alignment_for(checkpoint) if direct is not None else None
@@ -342,7 +351,7 @@ class TorchCheckpointIO(CheckpointIO):
         for thread in pending:
             thread.join()
         for folder in folders:
-            spare.remove_spare_folder(folder)
+            _remove_spare_folder(folder)
 
     def link_checkpoint(self, src: str, dst: str) -> None:
         """Give the committed checkpoint `src` a second name `dst`, atomically: a hard link to a temporary
@@ -433,25 +442,14 @@ class TorchCheckpointIO(CheckpointIO):
         )
 
     def remove_checkpoint(self, path: str) -> None:
-        """Remove a checkpoint (file, folder or object). A local file is moved to its folder's recycled slot,
-        to be rewritten by the next new file there (`_spare`), or its blocks are freed off the caller's path."""
         fs, inner = get_fs(path)
-        aside = None
         if is_local(fs):
             spare.remove_spare(Path(inner))
-            if self.use_spares and _regular(Path(inner)):
-                if spare.recycle(Path(inner)):
-                    self._spare_folders.add(Path(inner).parent)
-                    return
-                aside = _keep_aside(Path(inner))  # a second name: the unlink below frees nothing
-                if aside is not None:
-                    self._spare_folders.add(Path(inner).parent)
         if fs.exists(inner) or (is_local(fs) and os.path.islink(inner)):
             if is_local(fs) and os.path.islink(inner):
                 os.unlink(inner)
             else:
                 fs.rm(inner, recursive=True)
-        self._unlink_later(aside)
 
     def is_sharded_checkpoint(self, path: str) -> bool:
         return "://" not in str(path) and os.path.isfile(os.path.join(str(path), COMMIT_FILE))
