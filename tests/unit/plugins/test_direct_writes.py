@@ -121,13 +121,46 @@ def test_a_save_over_last_rewrites_its_spare_directly(tmp_path, monkeypatch):
 
 
 def test_unaligned_buffers_and_main_thread_saves_go_through_the_page_cache(tmp_path, monkeypatch):
+    import mmap
+
     spy = _Spy(monkeypatch)
-    state = _state()
-    state["state_dict"] = {k: v[1:] if v.dim() == 2 else v for k, v in state["state_dict"].items()}  # views
-    _in_thread(lambda: TorchCheckpointIO().save_checkpoint(state, str(tmp_path / "views.ckpt")))
+    shifted = {}  # each tensor's storage 64 bytes past a page boundary
+    for name, value in _state()["state_dict"].items():
+        memory = mmap.mmap(-1, value.nbytes + 64)
+        shifted[name] = (
+            torch.frombuffer(memory, dtype=torch.uint8, offset=64).view(value.dtype).view(value.shape)
+        )
+        shifted[name].copy_(value)
+        assert shifted[name].untyped_storage().data_ptr() % 4096 == 64
+    _in_thread(
+        lambda: TorchCheckpointIO().save_checkpoint({"state_dict": shifted}, str(tmp_path / "shifted.ckpt"))
+    )
     TorchCheckpointIO().save_checkpoint(_snapshot(_state()), str(tmp_path / "main.ckpt"))
-    assert verify_checkpoint(tmp_path / "views.ckpt").ok and verify_checkpoint(tmp_path / "main.ckpt").ok
+    assert verify_checkpoint(tmp_path / "shifted.ckpt").ok and verify_checkpoint(tmp_path / "main.ckpt").ok
+    loaded = torch.load(tmp_path / "shifted.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(loaded[k], v) for k, v in _state()["state_dict"].items())
     assert spy.direct == 0
+
+
+def test_a_checkpoint_with_a_sparse_tensor_saves_in_the_background(tmp_path):
+    state = _snapshot(_state())
+    state["sparse"] = torch.eye(64).to_sparse()
+    path = tmp_path / "a.ckpt"
+    _in_thread(lambda: TorchCheckpointIO().save_checkpoint(state, str(path)))
+    loaded = torch.load(path, weights_only=True)
+    assert torch.equal(loaded["sparse"].to_dense(), torch.eye(64)) and verify_checkpoint(path).ok
+
+
+def test_the_direct_descriptor_must_be_the_file_being_written(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    with open(a, "r+b") as f:
+        fd = _writeback.open_direct(a, f.fileno())
+        assert fd is not None
+        os.close(fd)
+        assert _writeback.open_direct(b, f.fileno()) is None  # the name now leads to another file
+        assert _writeback.open_direct(tmp_path / "gone", f.fileno()) is None
 
 
 def test_many_small_tensors_are_not_padded_to_pages(tmp_path):
@@ -176,15 +209,20 @@ def test_a_direct_write_refused_mid_file_goes_on_through_the_page_cache(tmp_path
 def test_a_direct_write_error_fails_the_save_and_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "a.ckpt"
     TorchCheckpointIO().save_checkpoint(_state(1.0), str(path))
+    real, failed = os.pwrite, []
 
     def full(fd, data, offset):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        if len(data) >= 4096:  # a direct write (the CRCs filled in afterwards are 4 bytes each)
+            failed.append(offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
 
     monkeypatch.setattr(_writeback.os, "pwrite", full)
     io_ = AsyncCheckpointIO(TorchCheckpointIO(use_spares=False))
     io_.save_checkpoint(_state(2.0), str(path))
     with pytest.raises(Exception, match="disk is full"):
         io_.teardown()
+    assert failed  # the failure came from a direct write
     assert torch.equal(
         torch.load(path, weights_only=True)["state_dict"]["w0"], _state(1.0)["state_dict"]["w0"]
     )

@@ -16,8 +16,8 @@ a second descriptor opened with ``O_DIRECT``: its whole pages straight from the 
 tail through the buffered file. No copy into the page cache, no dirty pages for the kernel to flush: on
 the 2-core machine the write itself took half the time and training lost about a third as much per 200 MB
 write (``bench/writer_interference.py``; docs/design.md, Async saving). The CRC is still taken as the
-bytes go by. A file system that refuses ``O_DIRECT`` (tmpfs, some network file systems) is written
-plainly; durability is unchanged, since the fsync before the rename covers both descriptors' writes.
+bytes go by. A file system that refuses ``O_DIRECT`` (tmpfs, some network file systems), at open or with
+EINVAL at a direct write before any of its bytes went out, is written plainly from there on; durability is unchanged, since the fsync before the rename covers both descriptors' writes.
 
 An error of the waited-for writeback (EIO, ENOSPC) is raised, never swallowed: the kernel reports it once
 per file descriptor, so the fsync after it on the same descriptor could succeed. Only a system without
@@ -60,17 +60,23 @@ def _load() -> Any:
 _SYNC_FILE_RANGE = _load()
 
 
-def open_direct(path: str | os.PathLike) -> int | None:
-    """A second, ``O_DIRECT`` write descriptor of the file at `path`; None where the system or the file
-    system has no such mode."""
+def open_direct(path: str | os.PathLike, same_as: int) -> int | None:
+    """A second, ``O_DIRECT`` write descriptor of the file open as `same_as`, opened by its `path`; None
+    where the system or the file system has no such mode, or where the name no longer leads to that file
+    (removed or replaced since it was opened: writes through it would land in another file)."""
     if not _O_DIRECT:
         return None
     try:
-        return os.open(path, os.O_WRONLY | _O_DIRECT)
+        fd = os.open(path, os.O_WRONLY | _O_DIRECT)
     except OSError as err:
-        if err.errno in _UNSUPPORTED:
+        if err.errno in _UNSUPPORTED or err.errno == errno.ENOENT:
             return None
         raise
+    opened, expected = os.fstat(fd), os.fstat(same_as)
+    if (opened.st_dev, opened.st_ino) != (expected.st_dev, expected.st_ino):
+        os.close(fd)
+        return None
+    return fd
 
 
 def storage_alignment_for(checkpoint: Any) -> int | None:
@@ -78,12 +84,19 @@ def storage_alignment_for(checkpoint: Any) -> int | None:
     record to a page pads the file by under 2% (torch pads each record's start); else None (torch's)."""
     seen: set[int] = set()
     total = largest = 0
+    records = 6  # data.pkl, .format_version, .storage_alignment, byteorder, version, .data/serialization_id
     stack = [checkpoint]
     while stack:
         value = stack.pop()
         if isinstance(value, torch.Tensor):
-            storage = value.untyped_storage()
-            if storage.data_ptr() not in seen:
+            try:
+                storage = value.untyped_storage()
+            except (NotImplementedError, RuntimeError):  # sparse and other layouts: torch saves their parts
+                records += 3
+                continue
+            if storage.nbytes() == 0:
+                records += 1  # every empty storage is a record of its own (they share data_ptr 0)
+            elif storage.data_ptr() not in seen:
                 seen.add(storage.data_ptr())
                 total += storage.nbytes()
                 largest = max(largest, storage.nbytes())
@@ -91,7 +104,7 @@ def storage_alignment_for(checkpoint: Any) -> int | None:
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
             stack.extend(value)
-    records = len(seen) + 4  # with data.pkl, .format_version, .storage_alignment, byteorder
+    records += len(seen)
     return _PAGE if largest >= _DIRECT_MIN and records * _PAGE * 50 <= total else None
 
 

@@ -278,7 +278,7 @@ class TorchCheckpointIO(CheckpointIO):
             # its tensors are not page-aligned, and one writeback at the fsync is quicker.
             background = threading.current_thread() is not threading.main_thread()
             with in_place if in_place is not None else open(tmp, "xb") as f:
-                direct = open_direct(target) if background and self.direct_writes else None
+                direct = open_direct(target, f.fileno()) if background and self.direct_writes else None
                 try:
                     alignment = storage_alignment_for(checkpoint) if direct is not None else None
                     with torch_save_options(crc32=False, storage_alignment=alignment):
