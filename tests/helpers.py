@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,3 +58,19 @@ def quiet_trainer(**kwargs) -> sp.Trainer:
     kwargs.setdefault("enable_progress_bar", False)
     kwargs.setdefault("max_epochs", 2)
     return sp.Trainer(**kwargs)
+
+
+def off_main_thread(fn: Callable[[], object]) -> BaseException | None:
+    """Run `fn` on a thread of its own, as the async writer runs saves; the exception it raised, if any."""
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as err:
+            caught.append(err)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return caught[0] if caught else None

@@ -4,12 +4,12 @@
 import errno
 import os
 import struct
-import threading
 import zipfile
 
 import pytest
 import torch
 
+from helpers import off_main_thread
 from savepoint.checkpoint.verify import verify_checkpoint
 from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO, _writeback
 from savepoint.plugins.io._fs import TMP_MARKER
@@ -40,20 +40,10 @@ def _offsets(path) -> dict[str, int]:
     return out
 
 
-def _in_thread(fn):
-    caught: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as err:
-            caught.append(err)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if caught:
-        raise caught[0]
+def _in_thread(fn) -> None:
+    err = off_main_thread(fn)
+    if err is not None:
+        raise err
 
 
 class _Spy:

@@ -13,6 +13,7 @@ import zipfile
 import pytest
 import torch
 
+from helpers import off_main_thread
 from savepoint.checkpoint.errors import CheckpointWriteError
 from savepoint.checkpoint.verify import verify_checkpoint
 from savepoint.plugins.io import TorchCheckpointIO, _writeback
@@ -23,22 +24,6 @@ _WRITE, _WAIT = 2, 1 | 2 | 4
 
 def _ckpt(value: float, n: int = 256):
     return {"state_dict": {f"w{i}": torch.full((n, n), value + i) for i in range(4)}, "epoch": 0}
-
-
-def _in_thread(fn) -> BaseException | None:
-    """Run `fn` off the main thread, as the async writer does; the exception it raised, if any."""
-    caught: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as err:
-            caught.append(err)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    return caught[0] if caught else None
 
 
 class _Recorder:
@@ -61,7 +46,7 @@ def test_a_background_save_hands_every_piece_over_and_waits_for_the_previous(tmp
     monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
     io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
     path = tmp_path / "a.ckpt"
-    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert off_main_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
     assert verify_checkpoint(path).ok
     started = [(o, n) for o, n, f in calls.calls if f == _WRITE]
     waited = [(o, n) for o, n, f in calls.calls if f == _WAIT]
@@ -79,7 +64,7 @@ def test_a_save_over_an_existing_name_is_paced_too(tmp_path, monkeypatch):
     io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
     path = tmp_path / "last.ckpt"
     for value in (1.0, 2.0, 3.0):  # a new file, then the spare, then the spare rewritten in place
-        assert _in_thread(lambda v=value: io_.save_checkpoint(_ckpt(v), str(path))) is None
+        assert off_main_thread(lambda v=value: io_.save_checkpoint(_ckpt(v), str(path))) is None
         assert verify_checkpoint(path).ok
         assert torch.load(path, weights_only=True)["state_dict"]["w0"][0, 0] == value
     assert sum(f == _WRITE for _, _, f in calls.calls) >= 12
@@ -90,7 +75,7 @@ def test_main_thread_saves_and_writeback_chunk_0_are_not_paced(tmp_path, monkeyp
     monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
     TorchCheckpointIO(writeback_chunk=64 << 10).save_checkpoint(_ckpt(1.0), str(tmp_path / "a.ckpt"))
     off = TorchCheckpointIO(writeback_chunk=0)
-    assert _in_thread(lambda: off.save_checkpoint(_ckpt(1.0), str(tmp_path / "b.ckpt"))) is None
+    assert off_main_thread(lambda: off.save_checkpoint(_ckpt(1.0), str(tmp_path / "b.ckpt"))) is None
     assert calls.calls == []
     assert verify_checkpoint(tmp_path / "a.ckpt").ok and verify_checkpoint(tmp_path / "b.ckpt").ok
 
@@ -101,7 +86,7 @@ def test_a_file_that_refuses_sync_file_range_is_written_plainly(tmp_path, monkey
     monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", calls)
     io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
     path = tmp_path / "a.ckpt"
-    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert off_main_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
     assert len(calls.calls) == 1 and verify_checkpoint(path).ok
 
 
@@ -111,7 +96,7 @@ def test_a_writeback_error_fails_the_save_and_keeps_the_previous_file(tmp_path, 
     TorchCheckpointIO().save_checkpoint(_ckpt(1.0), str(path))
     monkeypatch.setattr(_writeback, "_SYNC_FILE_RANGE", _Recorder(fail_at=2, errno_=errno.EIO))
     io_ = TorchCheckpointIO(writeback_chunk=64 << 10, use_spares=False)
-    err = _in_thread(lambda: io_.save_checkpoint(_ckpt(2.0), str(path)))
+    err = off_main_thread(lambda: io_.save_checkpoint(_ckpt(2.0), str(path)))
     assert isinstance(err, CheckpointWriteError) and "Input/output error" in str(err)
     assert torch.load(path, weights_only=True)["state_dict"]["w0"][0, 0] == 1.0
     assert not [p for p in os.listdir(tmp_path) if TMP_MARKER in p]
@@ -122,7 +107,7 @@ def test_the_real_sync_file_range_is_found_and_used(tmp_path):
     assert _writeback._SYNC_FILE_RANGE is not None
     io_ = TorchCheckpointIO(writeback_chunk=64 << 10)
     path = tmp_path / "a.ckpt"
-    assert _in_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
+    assert off_main_thread(lambda: io_.save_checkpoint(_ckpt(1.0), str(path))) is None
     assert verify_checkpoint(path).ok
 
 
@@ -177,7 +162,7 @@ def test_a_save_takes_its_crcs_as_it_writes_and_never_reads_the_data_back(tmp_pa
     if where == "main thread":
         TorchCheckpointIO().save_checkpoint(ckpt, str(path))
     else:
-        assert _in_thread(lambda: TorchCheckpointIO().save_checkpoint(ckpt, str(path))) is None
+        assert off_main_thread(lambda: TorchCheckpointIO().save_checkpoint(ckpt, str(path))) is None
     torch.save(ckpt, reference)  # torch's own in-line CRCs
     assert reads == []  # every record's CRC came from its write
     ours = {i.filename.split("/", 1)[1]: i.CRC for i in zipfile.ZipFile(path).infolist()}
