@@ -10,10 +10,15 @@
   rank failed and this rank's main thread did not notice within `GRACE_S` (it is stuck in a
   collective), prints ``rank N failed`` and ends the process with exit code 1. A rank whose collective
   breaks first reads the key itself and raises `RankFailedError` naming the failing rank.
+- Exit: a process group savepoint made is destroyed at interpreter exit (``atexit``), unless the script
+  destroyed it first, so its gloo threads and store are closed in order while
+  the interpreter is whole rather than by destructors during its shutdown (rarely, a rank aborted there
+  with "terminate called without an active exception" after its work was done).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -44,7 +49,15 @@ def init_process_group(backend: str, timeout: timedelta) -> Any:
     )
     store = dist.PrefixStore(attempt_prefix(), base)
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    atexit.unregister(_destroy_at_exit)  # once, however many times a group is made
+    atexit.register(_destroy_at_exit)
     return store
+
+
+def _destroy_at_exit() -> None:
+    """On the main thread (no new thread may start this late in the interpreter's exit)."""
+    if dist.is_available() and dist.is_initialized():
+        _destroy()
 
 
 def report_failure(store: Any, rank: int, message: str) -> None:
