@@ -9,7 +9,8 @@ The model is one ``width x width`` linear layer trained with Adam (4096: a ~200 
 file in a folder of its own), whose files are further names of the same save point. The three
 modes run interleaved, in an order rotated each round (none, sync, async; sync, async, none; ...), and
 each figure is the median over `repeat` runs; each round's overhead over its own run without
-checkpoints is printed too. Printed: the total fit time and its overhead over no checkpoints, the mean duration of the
+checkpoints is printed too, with their median and mean (the steadier figures where identical runs spread
+by several percent). Printed: the total fit time and its overhead over no checkpoints, the mean duration of the
 steps that save and of those that do not, the time from the end of the last step to fit's return (the
 end-of-fit hooks and teardown: an async save still being written is finished there), the bytes written per
 save point (a link counts zero), and the write rate of the disk under the folder (a new file + fsync), with
@@ -209,6 +210,15 @@ def main() -> None:
         for mode in ("sync", "async")
     }
     print(f"every round's overhead over its own run without checkpoints: {paired}")
+    for mode in ("sync", "async"):
+        rounds = [(r["total"] / n["total"] - 1) * 100 for r, n in zip(results[mode], results["none"])]
+        if len(rounds) > 1:  # the steadier figure on a noisy machine: each round against its own baseline
+            half = 1.96 * statistics.stdev(rounds) / len(rounds) ** 0.5
+            mean = statistics.mean(rounds)
+            print(
+                f"{mode} overhead over the rounds: median {statistics.median(rounds):+.1f}%, mean {mean:+.1f}% "
+                f"(95% interval {mean - half:+.1f}% to {mean + half:+.1f}%, normal approximation)"
+            )
     if a.dir is None:
         shutil.rmtree(root, ignore_errors=True)
 
