@@ -11,9 +11,9 @@
   collective), prints ``rank N failed`` and ends the process with exit code 1. A rank whose collective
   breaks first reads the key itself and raises `RankFailedError` naming the failing rank.
 - Exit: a process group savepoint made is destroyed at interpreter exit (``atexit``), unless the script
-  destroyed it first, so its gloo threads and store are closed in order while
-  the interpreter is whole rather than by destructors during its shutdown (rarely, a rank aborted there
-  with "terminate called without an active exception" after its work was done).
+  destroyed it first, so its gloo threads and store are closed in order while the interpreter is whole
+  rather than by destructors during its shutdown (rarely, a rank aborted there with "terminate called
+  without an active exception" after its work was done).
 """
 
 from __future__ import annotations

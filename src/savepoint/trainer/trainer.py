@@ -1,6 +1,6 @@
 """`Trainer`: the façade. Arguments are validated here; the loops, checkpoint assembly and storage live
-in `fit_loop`, `evaluation`, `prediction`, `checkpointing`, `saving` and the strategy; ``validate``/``test``/``predict``
-in `entrypoints`."""
+in `fit_loop`, `evaluation`, `prediction`, `checkpointing`, `saving` and the strategy;
+``validate``/``test``/``predict`` in `entrypoints`."""
 
 from __future__ import annotations
 

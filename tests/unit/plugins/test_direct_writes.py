@@ -15,7 +15,7 @@ from savepoint.plugins.io import AsyncCheckpointIO, TorchCheckpointIO, _writebac
 from savepoint.plugins.io._fs import TMP_MARKER
 from savepoint.plugins.io.async_io import _HostBuffers
 
-pytestmark = pytest.mark.skipif(not _writeback._O_DIRECT, reason="O_DIRECT is Linux's and FreeBSD's")
+pytestmark = pytest.mark.skipif(not _writeback.O_DIRECT, reason="O_DIRECT is Linux's and FreeBSD's")
 
 
 def _state(value: float = 1.0) -> dict:
@@ -165,7 +165,7 @@ def test_a_file_system_without_o_direct_is_written_plainly(tmp_path, monkeypatch
     real_open = os.open
 
     def refuse(path, flags, *args, **kwargs):
-        if flags & _writeback._O_DIRECT:
+        if flags & _writeback.O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")  # tmpfs, some network file systems
         return real_open(path, flags, *args, **kwargs)
 

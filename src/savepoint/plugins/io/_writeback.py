@@ -17,7 +17,8 @@ tail through the buffered file. No copy into the page cache, no dirty pages for 
 the 2-core machine the write itself took half the time and training lost about a third as much per 200 MB
 write (``bench/writer_interference.py``; docs/design.md, Async saving). The CRC is still taken as the
 bytes go by. A file system that refuses ``O_DIRECT`` (tmpfs, some network file systems), at open or with
-EINVAL at a direct write before any of its bytes went out, is written plainly from there on; durability is unchanged, since the fsync before the rename covers both descriptors' writes.
+EINVAL at a direct write before any of its bytes went out, is written plainly from there on. Durability
+is unchanged: the fsync before the rename covers both descriptors' writes.
 
 An error of the waited-for writeback (EIO, ENOSPC) is raised, never swallowed: the kernel reports it once
 per file descriptor, so the fsync after it on the same descriptor could succeed. Only a system without
@@ -41,7 +42,7 @@ _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 _PIECE = 1 << 20  # writes go out in pieces this size, each CRC'd right after, while still in the CPU's cache
 _PAGE = 4096  # O_DIRECT: file offset, buffer address and length multiples of this (covers 512-byte sectors)
 _DIRECT_MIN = 1 << 20  # smaller records go through the page cache: one syscall either way
-_O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux, FreeBSD
+O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux, FreeBSD; 0: no direct writes on this system
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
@@ -64,10 +65,10 @@ def open_direct(path: str | os.PathLike, same_as: int) -> int | None:
     """A second, ``O_DIRECT`` write descriptor of the file open as `same_as`, opened by its `path`; None
     where the system or the file system has no such mode, or where the name no longer leads to that file
     (removed or replaced since it was opened: writes through it would land in another file)."""
-    if not _O_DIRECT:
+    if not O_DIRECT:
         return None
     try:
-        fd = os.open(path, os.O_WRONLY | _O_DIRECT)
+        fd = os.open(path, os.O_WRONLY | O_DIRECT)
     except OSError as err:
         if err.errno in _UNSUPPORTED or err.errno == errno.ENOENT:
             return None
@@ -120,8 +121,7 @@ class PacedWriter:
 
     It also takes the CRC32 of each write as it goes by (`crcs`: file offset -> (length, CRC32)), where the
     bytes are already in the cache: torch writes each record's data in one call, so `fill_crc32` finds the
-    CRC of every record there instead of reading the file back. `direct_bytes` counts what went out
-    directly."""
+    CRC of every record there instead of reading the file back."""
 
     def __init__(self, f: BinaryIO, chunk: int, direct: int | None = None) -> None:
         self._f = f
@@ -132,7 +132,6 @@ class PacedWriter:
         self._previous: tuple[int, int] | None = None
         self._on = _SYNC_FILE_RANGE is not None and chunk > 0
         self.crcs: dict[int, tuple[int, int]] = {}
-        self.direct_bytes = 0
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -177,7 +176,6 @@ class PacedWriter:
             self._direct = None  # alignment this file system does not take: write plainly
             return False
         self._pos = self._start = self._f.seek(self._pos + done)  # nothing buffered is left dirty before it
-        self.direct_bytes += done
         return True
 
     def _hand_over(self) -> None:

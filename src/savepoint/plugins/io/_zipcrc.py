@@ -4,8 +4,8 @@ torch computes record CRCs in C++ while holding Python's global lock, which stal
 during a background save. savepoint writes with torch's CRC off (for its own thread only: `_saveopts`),
 takes each record's CRC as its bytes go out (``PacedWriter``, with isal's or zlib's ``crc32``, which release
 the lock), and then writes them into the central directory and the data descriptors, before the file is
-fsynced and renamed. The result is a
-normal zip archive whose CRCs ``savepoint verify`` (and any zip tool) checks.
+fsynced and renamed. The result is a normal zip archive whose CRCs ``savepoint verify`` (and any zip tool)
+checks.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from savepoint.checkpoint.errors import CheckpointWriteError
+from savepoint.plugins.io._writeback import O_DIRECT
 from savepoint.plugins.io.checkpoint_io import CheckpointEntry, CheckpointIO
 from savepoint.plugins.io.sharded import make_writer
 from savepoint.plugins.io.torch_io import TorchCheckpointIO
@@ -41,19 +42,18 @@ _STOP = object()
 
 
 _PAGE_ALIGNED_MIN = 1 << 20  # buffers this large start on a page: the writer can send them with O_DIRECT
-_DIRECT_IO = bool(getattr(os, "O_DIRECT", 0))
 
 
 def _host_buffer(src: torch.Tensor) -> torch.Tensor:
     """An empty host tensor of `src`'s shape, strides and dtype: pinned when `src` is on CUDA (cudaHostAlloc's
-    memory is page-aligned; the writer checks each buffer's address anyway), else, from 1 MB and where the system has ``O_DIRECT``, in pages of
-    its own (a private anonymous mapping, which the tensor keeps alive), so that the background write can
-    hand it to the disk without a copy through the page cache."""
+    memory is page-aligned; the writer checks each buffer's address anyway), else, from 1 MB and where the
+    system has ``O_DIRECT``, in pages of its own (a private anonymous mapping, which the tensor keeps
+    alive), so that the background write can hand it to the disk without a copy through the page cache."""
     if src.is_cuda and torch.cuda.is_available():
         return torch.empty_strided(src.shape, src.stride(), dtype=src.dtype, device="cpu", pin_memory=True)
     span = 1 + sum((n - 1) * st for n, st in zip(src.shape, src.stride(), strict=True)) if src.numel() else 0
     nbytes = span * src.element_size()
-    if nbytes >= _PAGE_ALIGNED_MIN and not src.is_quantized and _DIRECT_IO and hasattr(mmap, "MAP_PRIVATE"):
+    if nbytes >= _PAGE_ALIGNED_MIN and not src.is_quantized and O_DIRECT and hasattr(mmap, "MAP_PRIVATE"):
         with contextlib.suppress(RuntimeError, TypeError, ValueError, OSError):
             # private, as any heap memory (a forked DataLoader worker gets a copy-on-write view of it)
             pages = torch.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=torch.uint8)
